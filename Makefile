@@ -1,0 +1,51 @@
+# Two commands matter: `make serve` and `make test`. Both install what they need.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8080
+MODEL := models/admission.rds
+# Debian packages the product and its tests use (R, the sandbox, the browser, load tools).
+APT_PACKAGES := r-base-core bubblewrap chromium wrk r-cran-plumber r-cran-randomforest \
+	r-cran-ranger r-cran-caret r-cran-recipes zip unzip binutils curl
+
+.PHONY: setup system venv model serve test package bench clean
+
+setup: system venv model
+
+# apt-get only when something is missing, so a set-up machine needs no root.
+system:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo ">> apt-get install $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	@touch $@
+
+model: $(MODEL)
+
+$(MODEL): models/train.R models/simulate.R
+	Rscript models/train.R --out $(MODEL)
+
+serve: setup
+	MODEL_URI=$${MODEL_URI:-$(abspath $(MODEL))} $(PY) -m rlambda.local --host $(HOST) --port $(PORT)
+
+test: setup
+	$(PY) -m pytest -q tests
+	cd $(CURDIR) && MODEL_URI=$${MODEL_URI:-$(abspath $(MODEL))} $(PY) test_handler.py
+
+package: setup
+	bash scripts/package.sh
+
+bench: setup
+	$(PY) bench/bench_handler.py
+
+clean:
+	rm -rf build test-artifacts .pytest_cache

@@ -1,0 +1,282 @@
+"""Routes: predict, ping and metadata, the same for every event source.
+
+The app owns the model's life in this process (loaded lazily on first use,
+kept, reloaded only after a failure) and turns every error into data: a 4xx
+whose message says what to send instead, or a 5xx without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+import uuid
+from typing import Any, Callable
+
+from . import logs, rsession
+from .errors import (
+    BadRequest,
+    HTTPError,
+    InternalError,
+    MethodNotAllowed,
+    ModelUnavailable,
+    NotFound,
+    PayloadTooLarge,
+    Problem,
+    UnsupportedMediaType,
+)
+from .events import Request, Response, adapter_for
+from .model import Model, ModelLoadError
+from .settings import Settings
+from .store import Store
+
+log = logging.getLogger("rlambda")
+
+_JSON_TYPES = ("application/json", "text/json")
+_ALLOW_HEADERS = "Content-Type,X-Api-Key,Authorization,X-Amz-Date,X-Amz-Security-Token"
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON; send a finite number")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise BadRequest(
+                    f"Field {key} is given more than once in one object; send each field once.",
+                    [Problem(key, "is given more than once")],
+                )
+            seen.add(key)
+    return out
+
+
+def parse_json(body: bytes | None) -> Any:
+    """The JSON document in a request body, or a BadRequest that says what is wrong."""
+    if body is None or not body.strip():
+        raise BadRequest(
+            "The body is empty; send a JSON object with the model's fields (GET /metadata lists them).",
+            [Problem("body", "is empty")],
+        )
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(
+            f"The body is not UTF-8 (byte {exc.start}); send UTF-8 encoded JSON.",
+            [Problem("body", "is not UTF-8")],
+        ) from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(
+            f"The body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}).",
+            [Problem("body", "is not valid JSON")],
+        ) from None
+    except ValueError as exc:
+        raise BadRequest(f"The body is not valid JSON: {exc}.", [Problem("body", str(exc))]) from None
+    except RecursionError:
+        raise BadRequest("The body is nested too deeply.", [Problem("body", "is nested too deeply")]) from None
+
+
+class App:
+    """The scoring service: routes, model life and error handling."""
+
+    def __init__(self, settings: Settings | None = None, store: Store | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.store = store or Store(self.settings.cache_dir)
+        self._model: Model | None = None
+        self._load_lock = threading.Lock()
+        self._cold = True
+        self._routes: dict[str, dict[str, Callable[[Request], Response]]] = {
+            "/predict": {"GET": self.predict_get, "POST": self.predict_post},
+            "/ping": {"GET": self.ping},
+            "/metadata": {"GET": self.metadata},
+        }
+
+    # -- model life -------------------------------------------------------
+
+    def model(self) -> Model:
+        """The loaded model; fetched and read into R on first use, then kept."""
+        model = self._model
+        if model is not None:
+            return model
+        with self._load_lock:
+            if self._model is None:
+                self._model = self._load()
+            return self._model
+
+    def _load(self) -> Model:
+        started = time.perf_counter()
+        source = self.store.fetch(self.settings.model_uri)
+        try:
+            model = Model.load(source, self.settings.threshold)
+        except ModelLoadError as exc:
+            log.error("model cannot be loaded", extra={"uri": source.uri, "reason": str(exc)})
+            raise InternalError(f"The model at {source.uri} cannot be served: {exc}") from None
+        except rsession.RUnavailable as exc:
+            log.error("R is unavailable", extra={"reason": str(exc)})
+            raise ModelUnavailable("The R runtime could not be started; the error is logged.") from None
+        log.info(
+            "model loaded",
+            extra={**source.provenance(), "load_ms": round((time.perf_counter() - started) * 1e3, 2)},
+        )
+        return model
+
+    # -- entry point ------------------------------------------------------
+
+    def handle(self, event: Any, context: Any = None) -> Any:
+        """Answer one Lambda invocation of any supported shape."""
+        started = time.perf_counter()
+        request_id = str(getattr(context, "aws_request_id", "") or uuid.uuid4())
+        cold, self._cold = self._cold, False
+        token = logs.bind(request_id=request_id, cold_start=cold)
+        adapter = adapter_for(event)
+        request: Request | None = None
+        error: HTTPError | None = None
+        try:
+            request = adapter.request(event)
+            response = self.route(request)
+        except HTTPError as exc:
+            error = exc
+        except Exception:
+            log.exception("internal error")
+            error = InternalError("Internal error; it is logged with this request_id.")
+        if error is not None:
+            response = Response(error.status, error.body(request_id), dict(error.headers))
+        self._cors(request, response)
+        # Successes log at DEBUG: a JSON line costs about as much as the
+        # Python side of a prediction, and API Gateway has access logs.
+        status = response.status
+        level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.DEBUG
+        if cold or log.isEnabledFor(level):
+            log.log(
+                max(level, logging.INFO) if cold else level,
+                "request",
+                extra={
+                    "source": adapter.name,
+                    "method": request.method if request else None,
+                    "path": request.path if request else None,
+                    "status": status,
+                    "ms": round((time.perf_counter() - started) * 1e3, 3),
+                },
+            )
+        logs.unbind(token)
+        return adapter.render(response, error)
+
+    def route(self, request: Request) -> Response:
+        """Dispatch by path and method; 404, 405 and preflight answered here."""
+        path = request.path.rstrip("/") or "/"
+        methods = self._routes.get(path)
+        if methods is None:
+            raise NotFound(
+                f"No route {path}; use POST /predict, GET /predict, GET /ping or GET /metadata.",
+                [Problem("path", f"{path} is not a route")],
+            )
+        if request.method == "OPTIONS":
+            return Response(204, None, {"Access-Control-Allow-Methods": ",".join([*methods, "OPTIONS"])})
+        handler = methods.get(request.method)
+        if handler is None:
+            allowed = ", ".join([*methods, "OPTIONS"])
+            raise MethodNotAllowed(
+                f"{request.method} is not allowed on {path}; use {allowed}.",
+                [Problem("method", f"must be one of {allowed}")],
+                headers={"Allow": allowed},
+            )
+        return handler(request)
+
+    def _cors(self, request: Request | None, response: Response) -> None:
+        origins = self.settings.cors_origins
+        headers = response.headers
+        if "*" in origins:
+            headers["Access-Control-Allow-Origin"] = "*"
+        else:
+            origin = request.origin if request else None
+            if origin in origins:
+                headers["Access-Control-Allow-Origin"] = origin
+            headers["Vary"] = "Origin"
+        headers.setdefault("Access-Control-Allow-Methods", "GET,POST,OPTIONS")
+        headers["Access-Control-Allow-Headers"] = _ALLOW_HEADERS
+        headers["Access-Control-Max-Age"] = "600"
+
+    # -- routes -------------------------------------------------------------
+
+    def predict_post(self, request: Request) -> Response:
+        """POST /predict: one row, or ``{"instances": [...]}`` scored in one R call."""
+        if request.has_payload:
+            payload = request.payload
+        else:
+            self._check_body(request)
+            payload = parse_json(request.body)
+        return Response(200, self.score(payload))
+
+    def score(self, payload: Any) -> dict[str, Any]:
+        """Score a parsed document: a row object or an ``instances`` batch."""
+        model = self.model()
+        if isinstance(payload, dict) and "instances" in payload:
+            rows = payload["instances"]
+            if not isinstance(rows, list):
+                raise BadRequest(
+                    "instances must be an array of row objects.",
+                    [Problem("instances", "must be an array of objects")],
+                )
+            if not rows:
+                raise BadRequest("instances is empty; send at least one row.", [Problem("instances", "is empty")])
+            limit = self.settings.max_rows
+            if len(rows) > limit:
+                raise PayloadTooLarge(
+                    f"{len(rows)} rows is more than the {limit} allowed per request; split the batch.",
+                    [Problem("instances", f"has {len(rows)} rows, more than {limit}")],
+                )
+            return {"predictions": model.predict(rows, "instances"), "model": model.source.provenance()}
+        if not isinstance(payload, dict):
+            names = ", ".join(p.name for p in model.prototype.predictors)
+            raise BadRequest(
+                f"The body must be a JSON object with {names}, or {{\"instances\": [...]}}.",
+                [Problem("body", "must be a JSON object")],
+            )
+        result = model.predict([payload])[0]
+        return {**result, "model": model.source.provenance()}
+
+    def predict_get(self, request: Request) -> Response:
+        """GET /predict?gre=&gpa=&rank=: one row from the query string (the original API)."""
+        return Response(200, self.score(dict(request.query)))
+
+    def ping(self, request: Request) -> Response:
+        """GET /ping: 200 only when R and the model are loaded."""
+        model = self.model()
+        return Response(200, {"status": "ok", "model": model.source.provenance()})
+
+    def metadata(self, request: Request) -> Response:
+        """GET /metadata: predictors, outputs, threshold, model and runtime versions."""
+        model = self.model()
+        versions = rsession.versions()
+        return Response(
+            200,
+            {
+                **model.describe(),
+                "model": model.source.provenance(),
+                "max_rows": self.settings.max_rows,
+                "r_version": versions["r"],
+                "rpy2_version": versions["rpy2"],
+                "python_version": sys.version.split()[0],
+            },
+        )
+
+    def _check_body(self, request: Request) -> None:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype and ctype not in _JSON_TYPES and not ctype.endswith("+json"):
+            raise UnsupportedMediaType(
+                f"Content-Type {ctype} is not supported; send application/json.",
+                [Problem("content-type", "must be application/json")],
+            )
+        size = len(request.body or b"")
+        if size > self.settings.max_body_bytes:
+            raise PayloadTooLarge(
+                f"The body is {size} bytes, more than the {self.settings.max_body_bytes} allowed.",
+                [Problem("body", f"is larger than {self.settings.max_body_bytes} bytes")],
+            )

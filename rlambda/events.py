@@ -1,0 +1,229 @@
+"""Event shapes in and out: one small adapter per event source.
+
+Each adapter turns its event into a :class:`Request` and a :class:`Response`
+back into what that source expects. Adapters know nothing about models or R;
+the app knows nothing about event shapes. A new event source is a new
+adapter here, not an ``if`` in the scoring path.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol
+from urllib.parse import parse_qsl
+
+from .errors import BadRequest, HTTPError, Problem
+
+_NO_PAYLOAD = object()
+
+
+@dataclass
+class Request:
+    """An invocation, whatever its event shape."""
+
+    method: str
+    path: str
+    source: str
+    query: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    # Direct invocations arrive already parsed by the Lambda runtime.
+    payload: Any = _NO_PAYLOAD
+
+    @property
+    def has_payload(self) -> bool:
+        """True when the event itself is the JSON document (direct invocation)."""
+        return self.payload is not _NO_PAYLOAD
+
+    @property
+    def origin(self) -> str | None:
+        """The browser's Origin header, for CORS."""
+        return self.headers.get("origin")
+
+
+@dataclass
+class Response:
+    """What the app answers, before an adapter shapes it."""
+
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Adapter(Protocol):
+    """Turns one kind of event into a Request and a Response back into its answer."""
+
+    name: str
+
+    def matches(self, event: Any) -> bool:
+        """True if ``event`` has this adapter's shape."""
+
+    def request(self, event: Any) -> Request:
+        """The Request this event carries; BadRequest if it cannot be read."""
+
+    def render(self, response: Response, error: HTTPError | None) -> Any:
+        """What the Lambda function returns to this source."""
+
+
+def _lower(headers: Mapping[str, Any] | None) -> dict[str, str]:
+    return {str(k).lower(): str(v) for k, v in (headers or {}).items() if v is not None}
+
+
+def _body(event: Mapping[str, Any]) -> bytes | None:
+    raw = event.get("body")
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise BadRequest("The event's body must be a string.", [Problem("body", "must be a string")])
+    if event.get("isBase64Encoded"):
+        try:
+            return base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest(
+                "The body is flagged base64 but is not valid base64; send plain JSON or encode it properly.",
+                [Problem("body", "is not valid base64")],
+            ) from None
+    return raw.encode("utf-8", "surrogatepass")
+
+
+def _single_values(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    dup: list[str] = []
+    for key, value in pairs:
+        if key in out and key not in dup:
+            dup.append(key)
+        out[key] = value
+    if dup:
+        raise BadRequest(
+            f"Query parameter {dup[0]} is given more than once; send each field once.",
+            [Problem(k, "is given more than once") for k in dup],
+        )
+    return out
+
+
+def _strip_stage(path: str, stage: str | None) -> str:
+    # HTTP APIs (and REST payload 1.0 via HTTP APIs) keep a named stage in
+    # the path; routes are matched without it.
+    if stage and stage != "$default":
+        prefix = "/" + stage
+        if path == prefix:
+            return "/"
+        if path.startswith(prefix + "/"):
+            return path[len(prefix):]
+    return path or "/"
+
+
+def _http_answer(response: Response) -> dict[str, Any]:
+    body = "" if response.body is None else json.dumps(response.body, separators=(",", ":"), allow_nan=False)
+    headers = dict(response.headers)
+    if response.body is not None:
+        headers.setdefault("Content-Type", "application/json")
+    return {"statusCode": response.status, "headers": headers, "body": body, "isBase64Encoded": False}
+
+
+class RestApiAdapter:
+    """API Gateway REST API proxy integration (payload format 1.0)."""
+
+    name = "apigw-rest"
+
+    def matches(self, event: Any) -> bool:
+        """REST events carry ``httpMethod`` and a ``requestContext``."""
+        return isinstance(event, dict) and "httpMethod" in event and "requestContext" in event
+
+    def request(self, event: Any) -> Request:
+        """Read method, stage-free path, query, headers and body."""
+        context = event.get("requestContext") or {}
+        multi = event.get("multiValueQueryStringParameters")
+        if multi:
+            pairs = [(k, v) for k, vs in multi.items() for v in (vs or [])]
+        else:
+            pairs = list((event.get("queryStringParameters") or {}).items())
+        return Request(
+            method=str(event.get("httpMethod") or "GET").upper(),
+            path=_strip_stage(str(event.get("path") or "/"), context.get("stage")),
+            source=self.name,
+            query=_single_values(pairs),
+            headers=_lower(event.get("headers")),
+            body=_body(event),
+        )
+
+    def render(self, response: Response, error: HTTPError | None) -> dict[str, Any]:
+        """A proxy-integration answer."""
+        return _http_answer(response)
+
+
+class HttpApiAdapter:
+    """API Gateway HTTP API (payload format 2.0) and Lambda function URLs (same shape)."""
+
+    name = "apigw-http"
+
+    def matches(self, event: Any) -> bool:
+        """2.0 events say so and carry ``requestContext.http``."""
+        return (
+            isinstance(event, dict)
+            and event.get("version") == "2.0"
+            and isinstance(event.get("requestContext"), dict)
+            and "http" in event["requestContext"]
+        )
+
+    def request(self, event: Any) -> Request:
+        """Read method, stage-free path, query (from rawQueryString), headers and body."""
+        context = event["requestContext"]
+        http = context.get("http") or {}
+        raw_query = event.get("rawQueryString")
+        if raw_query is not None:
+            pairs = parse_qsl(str(raw_query), keep_blank_values=True)
+        else:
+            pairs = list((event.get("queryStringParameters") or {}).items())
+        domain = str(context.get("domainName") or "")
+        return Request(
+            method=str(http.get("method") or "GET").upper(),
+            path=_strip_stage(str(event.get("rawPath") or http.get("path") or "/"), context.get("stage")),
+            source="function-url" if ".lambda-url." in domain else self.name,
+            query=_single_values(pairs),
+            headers=_lower(event.get("headers")),
+            body=_body(event),
+        )
+
+    def render(self, response: Response, error: HTTPError | None) -> dict[str, Any]:
+        """A 2.0 answer (explicit, so API Gateway does not guess)."""
+        return _http_answer(response)
+
+
+class DirectAdapter:
+    """``aws lambda invoke`` and SDK calls: the event is the JSON document itself."""
+
+    name = "direct"
+
+    def matches(self, event: Any) -> bool:
+        """Anything that is not an HTTP event shape."""
+        return True
+
+    def request(self, event: Any) -> Request:
+        """A POST /predict whose payload is the event."""
+        return Request(method="POST", path="/predict", source=self.name, payload=event)
+
+    def render(self, response: Response, error: HTTPError | None) -> Any:
+        """The body; an error is raised, its message the JSON error document.
+
+        That is what the original function did, so ``aws lambda invoke`` shows
+        a FunctionError whose errorMessage a regex-mapped integration can match.
+        """
+        if error is not None:
+            error.args = (json.dumps(response.body, separators=(",", ":")),)
+            raise error
+        return response.body
+
+
+ADAPTERS: tuple[Adapter, ...] = (HttpApiAdapter(), RestApiAdapter(), DirectAdapter())
+
+
+def adapter_for(event: Any) -> Adapter:
+    """The first adapter whose shape matches the event (direct invocation last)."""
+    for adapter in ADAPTERS:
+        if adapter.matches(event):
+            return adapter
+    return ADAPTERS[-1]

@@ -1,0 +1,201 @@
+"""What a model accepts: its predictors, their types and levels, and validation.
+
+The prototype is derived from the fitted R object (its terms, data classes
+and factor levels), never written by hand, so another lm/glm with other
+predictors is validated correctly with no code change. Validation turns JSON
+rows into typed columns for R, or into a list of problems that say which
+field is wrong and what to send instead.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from array import array
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from .errors import BadRequest, Problem
+from .rsession import Column, Factor, Logical, Numeric
+
+# Numbers as JSON sends them, or as text (the original client sent strings).
+# Stricter than float(): no "nan", "inf", "1_000" or surrounding junk.
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_TRUE = {"true", "t", "yes", "1"}
+_FALSE = {"false", "f", "no", "0"}
+MAX_PROBLEMS = 20
+
+
+def _shown(value: Any) -> str:
+    """A short, safe rendering of a client's value for a message."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """One input the model needs: ``numeric``, ``logical`` or ``factor`` (with levels)."""
+
+    name: str
+    type: str
+    levels: tuple[str, ...] = ()
+    _codes: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._codes.update({level: i + 1 for i, level in enumerate(self.levels)})
+
+    def expected(self) -> str:
+        """What a valid value looks like, for messages."""
+        if self.type == "factor":
+            return "one of " + ", ".join(self.levels)
+        if self.type == "logical":
+            return "true or false"
+        return "a finite number"
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON shape used by /metadata."""
+        out: dict[str, Any] = {"name": self.name, "type": self.type}
+        if self.type == "factor":
+            out["levels"] = list(self.levels)
+        return out
+
+    def parse_number(self, value: Any) -> float | str:
+        """A float, or the problem with ``value``."""
+        kind = type(value)
+        if kind is float:
+            if math.isfinite(value):
+                return value
+            return "must be a finite number"
+        if kind is int:
+            try:
+                return float(value)
+            except OverflowError:
+                return "is too large for a number"
+        if kind is str:
+            text = value.strip()
+            if _NUMBER.fullmatch(text):
+                number = float(text)
+                if math.isfinite(number):
+                    return number
+                return "is too large for a number"
+        if value is None:
+            return "is required: send " + self.expected()
+        return f"must be {self.expected()}, got {_shown(value)}"
+
+    def parse_level(self, value: Any) -> int | str:
+        """A 1-based level code, or the problem with ``value``."""
+        kind = type(value)
+        if kind is str:
+            code = self._codes.get(value.strip())
+        elif kind is int:
+            code = self._codes.get(str(value))
+        elif kind is float and value.is_integer():
+            code = self._codes.get(str(int(value)))
+        else:
+            code = None
+        if code is not None:
+            return code
+        if value is None:
+            return "is required: send " + self.expected()
+        return f"must be {self.expected()}, got {_shown(value)}"
+
+    def parse_logical(self, value: Any) -> bool | str:
+        """A bool, or the problem with ``value``."""
+        if type(value) is bool:
+            return value
+        if type(value) is str:
+            text = value.strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+        if value is None:
+            return "is required: send " + self.expected()
+        return f"must be {self.expected()}, got {_shown(value)}"
+
+
+@dataclass(frozen=True)
+class Prototype:
+    """The model's predictors, in the order R declares them."""
+
+    predictors: tuple[Predictor, ...]
+
+    @classmethod
+    def from_description(cls, description: Mapping[str, Any]) -> "Prototype":
+        """Build from what ``rl_describe`` in R reports about the fitted object."""
+        names = description.get("names") or []
+        types = description.get("types") or []
+        levels = description.get("levels") or []
+        return cls(tuple(Predictor(n, t, tuple(lv)) for n, t, lv in zip(names, types, levels)))
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The JSON shape used by /metadata."""
+        return [p.describe() for p in self.predictors]
+
+    def unsupported(self) -> list[Predictor]:
+        """Predictors whose R type cannot be sent as JSON (matrix columns and the like)."""
+        return [p for p in self.predictors if p.type not in ("numeric", "factor", "logical")]
+
+    def columns(self, rows: Sequence[Any], prefix: str | None = None) -> dict[str, Column]:
+        """Validate rows (JSON objects) and return one typed column per predictor.
+
+        ``prefix`` names the rows in messages (``instances``); ``None`` means
+        a single row whose fields are named bare. Raises :class:`BadRequest`
+        listing every problem (up to ``MAX_PROBLEMS``).
+        """
+        problems: list[Problem] = []
+        count = 0
+
+        def where(i: int, name: str) -> str:
+            return name if prefix is None else f"{prefix}[{i}].{name}"
+
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                count += 1
+                if len(problems) < MAX_PROBLEMS:
+                    label = "the body" if prefix is None else f"{prefix}[{i}]"
+                    problems.append(Problem(label, f"must be a JSON object of fields, got {_shown(row)}"))
+        if problems:
+            raise _bad(problems, count)
+
+        out: dict[str, Column] = {}
+        for p in self.predictors:
+            if p.type == "factor":
+                parse, buf, make = p.parse_level, array("i"), lambda b, p=p: Factor(b, p.levels)
+                ok: type | tuple[type, ...] = int
+            elif p.type == "logical":
+                parse, buf, make = p.parse_logical, [], Logical
+                ok = bool
+            else:
+                parse, buf, make = p.parse_number, array("d"), Numeric
+                ok = float
+            append = buf.append
+            name = p.name
+            for i, row in enumerate(rows):
+                value = parse(row.get(name))
+                if type(value) is ok:
+                    append(value)
+                else:
+                    count += 1
+                    if len(problems) < MAX_PROBLEMS:
+                        problems.append(Problem(where(i, name), value))
+            out[name] = make(buf)
+        if problems:
+            raise _bad(problems, count)
+        return out
+
+
+def _bad(problems: list[Problem], count: int) -> BadRequest:
+    shown = "; ".join(f"{p.field} {p.problem}" for p in problems[:3])
+    more = count - min(3, len(problems))
+    if more > 0:
+        shown += f" (and {more} more)"
+    return BadRequest(f"Invalid input: {shown}.", problems)

@@ -1,0 +1,242 @@
+"""Where models live: S3 or the local file system, cached once per container in /tmp.
+
+An S3 object is streamed to a temporary name in the cache directory while
+its sha256 is computed, checked for length, then renamed into place, so a
+failed or cut download leaves nothing behind. A small sidecar JSON beside
+the cached file records its ETag, version and sha256, so a new process in
+the same container (or a benchmark's cold start) reuses the file without an
+S3 call.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import unquote, urlparse
+
+from .errors import HTTPError, InternalError, ModelUnavailable
+
+log = logging.getLogger(__name__)
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A model file on local disk and where it came from."""
+
+    path: str
+    uri: str
+    sha256: str
+    etag: str | None = None
+    version: str | None = None
+    size: int = 0
+
+    def provenance(self) -> dict[str, Any]:
+        """Which model answered: URI, version or ETag, sha256."""
+        return {
+            "uri": self.uri,
+            "version": self.version or self.etag or self.sha256[:12],
+            "etag": self.etag,
+            "sha256": self.sha256,
+        }
+
+
+@dataclass(frozen=True)
+class Location:
+    """A parsed MODEL_URI: ``s3://bucket/key``, ``file:///abs/path`` or a plain path."""
+
+    scheme: str  # "s3" or "file"
+    bucket: str
+    key: str  # the S3 key, or the absolute local path
+
+    @classmethod
+    def parse(cls, uri: str) -> "Location":
+        """Parse a model URI; a malformed one is a configuration error."""
+        if uri.startswith("s3://"):
+            parsed = urlparse(uri)
+            key = parsed.path.lstrip("/")
+            if not parsed.netloc or not key:
+                raise ValueError(f"MODEL_URI {uri!r} must look like s3://bucket/key")
+            return cls("s3", parsed.netloc, key)
+        if uri.startswith("file://"):
+            parsed = urlparse(uri)
+            if parsed.netloc not in ("", "localhost"):
+                raise ValueError(f"MODEL_URI {uri!r}: file URIs must be file:///absolute/path")
+            return cls("file", "", unquote(parsed.path))
+        if "://" in uri:
+            raise ValueError(f"MODEL_URI {uri!r}: only s3://, file:// and plain paths are supported")
+        return cls("file", "", str(Path(uri).expanduser().resolve()))
+
+
+def sha256_of(path: str | os.PathLike[str]) -> str:
+    """The hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Store:
+    """Fetches model files named by URI into a local cache directory."""
+
+    def __init__(self, cache_dir: str = "/tmp", s3_client: Any = None) -> None:
+        self.cache_dir = Path(cache_dir)
+        self._s3 = s3_client
+
+    @property
+    def s3(self) -> Any:
+        """A boto3 S3 client, made on first use (it costs tens of ms at cold start)."""
+        if self._s3 is None:
+            import boto3
+            from botocore.config import Config
+
+            self._s3 = boto3.client(
+                "s3",
+                config=Config(
+                    connect_timeout=3,
+                    read_timeout=10,
+                    retries={"mode": "standard", "max_attempts": 3},
+                ),
+            )
+        return self._s3
+
+    def fetch(self, uri: str) -> ModelFile:
+        """A local copy of the model at ``uri``; downloads an S3 object once."""
+        loc = Location.parse(uri)
+        if loc.scheme == "file":
+            return self._local(loc.key, uri)
+        return self._s3_cached(loc, uri)
+
+    def _local(self, path: str, uri: str) -> ModelFile:
+        try:
+            size = os.path.getsize(path)
+            digest = sha256_of(path)
+        except FileNotFoundError:
+            raise ModelUnavailable(f"Model file {path} does not exist; build it or set MODEL_URI.") from None
+        except OSError as exc:
+            raise ModelUnavailable(f"Model file {path} cannot be read: {exc.strerror}.") from None
+        return ModelFile(path=path, uri=uri, sha256=digest, size=size)
+
+    def cache_path(self, loc: Location) -> Path:
+        """Where the object is cached: one folder per bucket/key, the key's file name."""
+        tag = hashlib.sha256(f"{loc.bucket}/{loc.key}".encode()).hexdigest()[:16]
+        return self.cache_dir / "rlambda-models" / tag / (Path(loc.key).name or "model.rds")
+
+    def _s3_cached(self, loc: Location, uri: str) -> ModelFile:
+        target = self.cache_path(loc)
+        sidecar = target.with_name(target.name + ".json")
+        cached = _read_sidecar(target, sidecar)
+        if cached is not None:
+            return cached
+        return self.download(loc, uri, target, sidecar)
+
+    def download(self, loc: Location, uri: str, target: Path, sidecar: Path) -> ModelFile:
+        """Download to a temporary name, verify length and hash, then rename into place."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _disk_error(exc, target.parent) from None
+        tmp_name = ""
+        try:
+            response = self.s3.get_object(Bucket=loc.bucket, Key=loc.key)
+            expected = int(response.get("ContentLength", -1))
+            with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".part-", delete=False) as tmp:
+                tmp_name = tmp.name
+                digest, size = _copy(response["Body"], tmp)
+                tmp.flush()
+                os.fsync(tmp.fileno())
+            if expected >= 0 and size != expected:
+                raise ModelUnavailable(
+                    f"Download of {uri} was cut short ({size} of {expected} bytes); it will be retried."
+                )
+            record = ModelFile(
+                path=str(target),
+                uri=uri,
+                sha256=digest,
+                etag=(response.get("ETag") or "").strip('"') or None,
+                version=response.get("VersionId"),
+                size=size,
+            )
+            os.replace(tmp_name, target)
+            tmp_name = ""
+            _write_sidecar(sidecar, record)
+            log.info("downloaded model", extra={"uri": uri, "bytes": size, "sha256": digest})
+            return record
+        except ClientError as exc:
+            raise _s3_error(exc, loc) from None
+        except BotoCoreError as exc:
+            raise ModelUnavailable(f"S3 is unreachable for {uri}: {exc}. It will be retried.") from None
+        except OSError as exc:
+            raise _disk_error(exc, target.parent) from None
+        finally:
+            if tmp_name:
+                _unlink(tmp_name)
+
+
+def _copy(body: BinaryIO, out: BinaryIO) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in iter(lambda: body.read(_CHUNK), b""):
+        digest.update(chunk)
+        out.write(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _read_sidecar(target: Path, sidecar: Path) -> ModelFile | None:
+    """The cached record, if both files exist and the file still has its hash."""
+    try:
+        record = ModelFile(**json.loads(sidecar.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+    try:
+        if os.path.getsize(target) != record.size or sha256_of(target) != record.sha256:
+            log.warning("cached model does not match its record; downloading again", extra={"path": str(target)})
+            return None
+    except OSError:
+        return None
+    return record
+
+
+def _write_sidecar(sidecar: Path, record: ModelFile) -> None:
+    tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(asdict(record)), encoding="utf-8")
+    os.replace(tmp, sidecar)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _s3_error(exc: Any, loc: Location) -> HTTPError:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    where = f"s3://{loc.bucket}/{loc.key}"
+    if code in ("NoSuchKey", "404", "NotFound"):
+        return ModelUnavailable(f"Model {where} does not exist; upload it or fix MODEL_URI.", retry_after_s=30)
+    if code == "NoSuchBucket":
+        return ModelUnavailable(f"Bucket {loc.bucket} does not exist; create it or fix MODEL_URI.", retry_after_s=30)
+    if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        return InternalError(f"Access to {where} is denied; the function's role needs s3:GetObject on it.")
+    if code in ("SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "503") or status in (500, 503):
+        return ModelUnavailable(f"S3 is throttling or unavailable for {where} ({code}); retry shortly.")
+    return ModelUnavailable(f"S3 refused {where} ({code or status}); retry shortly.")
+
+
+def _disk_error(exc: OSError, where: Path) -> HTTPError:
+    if exc.errno == errno.ENOSPC:
+        return ModelUnavailable(f"No space left in {where} to cache the model; free /tmp or raise ephemeral storage.")
+    return InternalError(f"Cannot write the model cache in {where}: {exc.strerror}.")
