@@ -112,7 +112,11 @@ class App:
 
     def _load(self) -> Model:
         started = time.perf_counter()
-        source = self.store.fetch(self.settings.model_uri)
+        try:
+            source = self.store.fetch(self.settings.model_uri)
+        except ValueError as exc:  # a malformed MODEL_URI: configuration, not input
+            log.error("bad MODEL_URI", extra={"reason": str(exc)})
+            raise InternalError(f"The function is misconfigured: {exc}.") from None
         try:
             model = Model.load(source, self.settings.threshold)
         except ModelLoadError as exc:
@@ -228,7 +232,7 @@ class App:
                 raise BadRequest("instances is empty; send at least one row.", [Problem("instances", "is empty")])
             limit = self.settings.max_rows
             if len(rows) > limit:
-                raise PayloadTooLarge(
+                raise BadRequest(
                     f"{len(rows)} rows is more than the {limit} allowed per request; split the batch.",
                     [Problem("instances", f"has {len(rows)} rows, more than {limit}")],
                 )
