@@ -30,7 +30,7 @@ from .errors import (
 from .events import Request, Response, adapter_for
 from .model import Model, ModelLoadError
 from .settings import Settings
-from .store import Store
+from .store import Location, ModelFile, Store
 
 log = logging.getLogger("rlambda")
 
@@ -91,6 +91,11 @@ class App:
         self.store = store or Store(self.settings.cache_dir)
         self._model: Model | None = None
         self._load_lock = threading.Lock()
+        self._next_check = 0.0
+        try:
+            self._versioned = Location.parse(self.settings.model_uri).folder
+        except ValueError:
+            self._versioned = False  # reported as a misconfiguration on first use
         self._cold = True
         self._routes: dict[str, dict[str, Callable[[Request], Response]]] = {
             "/predict": {"GET": self.predict_get, "POST": self.predict_post},
@@ -101,22 +106,54 @@ class App:
     # -- model life -------------------------------------------------------
 
     def model(self) -> Model:
-        """The loaded model; fetched and read into R on first use, then kept."""
-        model = self._model
-        if model is not None:
-            return model
-        with self._load_lock:
-            if self._model is None:
-                self._model = self._load()
-            return self._model
+        """The served model: loaded on first use, then kept.
 
-    def _load(self) -> Model:
-        started = time.perf_counter()
+        For a versioned folder, the pointer is re-read at most every
+        ``refresh_s`` seconds and a new version is swapped in between
+        requests; requests already holding the old model finish on it.
+        """
+        model = self._model
+        if model is None:
+            with self._load_lock:
+                if self._model is None:
+                    self._model = self._load(self._fetch())
+                    self._next_check = time.monotonic() + self.settings.refresh_s
+                return self._model
+        if self._versioned and time.monotonic() >= self._next_check:
+            self._refresh(model)
+            return self._model or model
+        return model
+
+    def _refresh(self, current: Model) -> None:
+        # One thread refreshes; the others keep scoring with the current model.
+        if not self._load_lock.acquire(blocking=False):
+            return
         try:
-            source = self.store.fetch(self.settings.model_uri)
+            self._next_check = time.monotonic() + self.settings.refresh_s
+            record = self.store.refresh(self.settings.model_uri, current.source.pointer_etag)
+            if record is None:
+                return
+            fresh = self._load(record)
+            self._model = fresh
+            log.info("model swapped", extra={"from": current.source.version, "to": record.version})
+        except HTTPError as exc:
+            # A bad new version never replaces a good one; retried next interval.
+            log.error(
+                "model refresh failed; the previous version keeps serving",
+                extra={"serving": current.source.version, "reason": exc.message},
+            )
+        finally:
+            self._load_lock.release()
+
+    def _fetch(self) -> ModelFile:
+        try:
+            return self.store.fetch(self.settings.model_uri)
         except ValueError as exc:  # a malformed MODEL_URI: configuration, not input
             log.error("bad MODEL_URI", extra={"reason": str(exc)})
             raise InternalError(f"The function is misconfigured: {exc}.") from None
+
+    def _load(self, source: ModelFile) -> Model:
+        started = time.perf_counter()
         try:
             model = Model.load(source, self.settings.threshold)
         except ModelLoadError as exc:

@@ -21,10 +21,16 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlparse
 
+from .blobs import BlobMissing, DirBlobs, S3Blobs
 from .errors import HTTPError, InternalError, ModelUnavailable
+from .registry import POINTER, Registry
 
 log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
+
+
+class ModelIntegrityError(InternalError):
+    """The downloaded file's sha256 differs from its manifest: R must not read it."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,8 @@ class ModelFile:
     etag: str | None = None
     version: str | None = None
     size: int = 0
+    # For a folder URI: the pointer's tag, so a refresh can ask "changed since?"
+    pointer_etag: str | None = None
 
     def provenance(self) -> dict[str, Any]:
         """Which model answered: URI, version or ETag, sha256."""
@@ -55,6 +63,7 @@ class Location:
     scheme: str  # "s3" or "file"
     bucket: str
     key: str  # the S3 key, or the absolute local path
+    folder: bool = False  # a versioned folder served through its pointer
 
     @classmethod
     def parse(cls, uri: str) -> "Location":
@@ -64,15 +73,19 @@ class Location:
             key = parsed.path.lstrip("/")
             if not parsed.netloc or not key:
                 raise ValueError(f"MODEL_URI {uri!r} must look like s3://bucket/key")
-            return cls("s3", parsed.netloc, key)
+            return cls("s3", parsed.netloc, key, key.endswith("/"))
         if uri.startswith("file://"):
             parsed = urlparse(uri)
             if parsed.netloc not in ("", "localhost"):
                 raise ValueError(f"MODEL_URI {uri!r}: file URIs must be file:///absolute/path")
-            return cls("file", "", unquote(parsed.path))
-        if "://" in uri:
+            path = unquote(parsed.path)
+        elif "://" in uri:
             raise ValueError(f"MODEL_URI {uri!r}: only s3://, file:// and plain paths are supported")
-        return cls("file", "", str(Path(uri).expanduser().resolve()))
+        else:
+            path = uri
+        folder = path.endswith("/")
+        resolved = str(Path(path).expanduser().resolve())
+        return cls("file", "", resolved + "/" if folder else resolved, folder)
 
 
 def sha256_of(path: str | os.PathLike[str]) -> str:
@@ -109,11 +122,92 @@ class Store:
         return self._s3
 
     def fetch(self, uri: str) -> ModelFile:
-        """A local copy of the model at ``uri``; downloads an S3 object once."""
+        """A local copy of the model at ``uri``; downloads an S3 object once.
+
+        For a folder URI, the version its pointer names, checked against the
+        version's manifest before anything reads it.
+        """
+        fetched = self.refresh(uri, None)
+        assert fetched is not None
+        return fetched
+
+    def refresh(self, uri: str, pointer_etag: str | None) -> ModelFile | None:
+        """The model if it changed since ``pointer_etag`` (None: fetch it anyway).
+
+        A single-file URI never changes once loaded; a folder's pointer is
+        re-read with one conditional request and nothing is downloaded when it
+        is unchanged.
+        """
         loc = Location.parse(uri)
-        if loc.scheme == "file":
-            return self._local(loc.key, uri)
-        return self._s3_cached(loc, uri)
+        if not loc.folder:
+            if pointer_etag is not None:
+                return None
+            if loc.scheme == "file":
+                return self._local(loc.key, uri)
+            return self._s3_cached(loc, uri)
+        return self._versioned(loc, uri, pointer_etag)
+
+    def registry(self, loc: Location) -> Registry:
+        """The version registry of a folder location."""
+        if loc.scheme == "s3":
+            return Registry(S3Blobs(self.s3, loc.bucket), loc.key)
+        return Registry(DirBlobs(loc.key), "")
+
+    def _versioned(self, loc: Location, uri: str, pointer_etag: str | None) -> ModelFile | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        registry = self.registry(loc)
+        try:
+            if pointer_etag is None:
+                pointer = registry.pointer()
+                if pointer is None:
+                    raise ModelUnavailable(
+                        f"No model version is served yet under {uri} ({POINTER} is missing); "
+                        "publish one by retraining or promote a version.",
+                        retry_after_s=30,
+                    )
+            else:
+                pointer = registry.pointer_if_changed(pointer_etag)
+                if pointer is None:
+                    return None
+            manifest = registry.manifest(pointer.version)
+        except BlobMissing as exc:
+            raise ModelUnavailable(f"{exc} is missing; the pointer names a version that is not whole.") from None
+        except ClientError as exc:
+            raise _s3_error(exc, loc) from None
+        except BotoCoreError as exc:
+            raise ModelUnavailable(f"S3 is unreachable for {uri}: {exc}. It will be retried.") from None
+        except (ValueError, KeyError) as exc:
+            raise InternalError(f"The pointer or manifest under {uri} is malformed: {exc}.") from None
+        key = registry.model_key(pointer.version)
+        if loc.scheme == "s3":
+            part = Location("s3", loc.bucket, key)
+            record = self._s3_cached(part, f"s3://{loc.bucket}/{key}")
+        else:
+            record = self._local(key if os.path.isabs(key) else os.path.join(loc.key, key), uri + key)
+        expected = str(manifest.get("sha256", ""))
+        if record.sha256 != expected or pointer.sha256 != expected:
+            if loc.scheme == "s3":
+                # never keep a file that failed its check: a fixed upload must be fetched anew
+                for path in (record.path, record.path + ".json"):
+                    _unlink(path)
+            log.error(
+                "model integrity check failed",
+                extra={"version": pointer.version, "sha256": record.sha256, "manifest_sha256": expected},
+            )
+            raise ModelIntegrityError(
+                f"Model version {pointer.version} does not match its manifest (sha256 {record.sha256[:12]} "
+                f"!= {expected[:12]}); refusing to load it."
+            )
+        return ModelFile(
+            path=record.path,
+            uri=record.uri,
+            sha256=record.sha256,
+            etag=record.etag,
+            version=pointer.version,
+            size=record.size,
+            pointer_etag=pointer.etag,
+        )
 
     def _local(self, path: str, uri: str) -> ModelFile:
         try:

@@ -1,0 +1,220 @@
+"""Object storage behind one small interface: S3, or a local folder laid out the same way.
+
+The model registry, retraining and batch scoring read and write through a
+:class:`Blobs`, so the local file store (``make serve``, tests) and S3 share
+one code path. Writes are atomic in both: S3 objects appear whole, local
+files are written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator, Protocol
+
+_CHUNK = 1 << 20
+
+
+class BlobMissing(Exception):
+    """No object at that key."""
+
+
+@dataclass(frozen=True)
+class Blob:
+    """An object's bytes and its entity tag (ETag on S3, a content hash locally)."""
+
+    data: bytes
+    etag: str
+
+
+class Blobs(Protocol):
+    """What the registry, retraining and batch scoring need from a store."""
+
+    def get(self, key: str) -> Blob:
+        """The object's bytes; BlobMissing if absent."""
+
+    def get_if_changed(self, key: str, etag: str | None) -> Blob | None:
+        """The object if its tag differs from ``etag`` (a conditional GET), else None."""
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        """Write the whole object; returns its new tag."""
+
+    def upload(self, key: str, path: str | os.PathLike[str], content_type: str = "text/csv") -> None:
+        """Write a local file as the object (streamed, for large outputs)."""
+
+    def exists(self, key: str) -> bool:
+        """True if an object is at ``key``."""
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix``, sorted."""
+
+    def open(self, key: str) -> BinaryIO:
+        """A streaming reader of the object; BlobMissing if absent."""
+
+    def uri(self, key: str) -> str:
+        """The URI of ``key`` (s3://bucket/key or file:///path)."""
+
+
+class S3Blobs:
+    """A bucket."""
+
+    def __init__(self, client: Any, bucket: str) -> None:
+        self.s3 = client
+        self.bucket = bucket
+
+    def _missing(self, exc: Any) -> bool:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        return code in ("NoSuchKey", "404", "NotFound")
+
+    def get(self, key: str) -> Blob:
+        """The object's bytes; BlobMissing if absent."""
+        from botocore.exceptions import ClientError
+
+        try:
+            out = self.s3.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if self._missing(exc):
+                raise BlobMissing(self.uri(key)) from None
+            raise
+        return Blob(out["Body"].read(), str(out.get("ETag", "")).strip('"'))
+
+    def get_if_changed(self, key: str, etag: str | None) -> Blob | None:
+        """A conditional GET: S3 answers 304 Not Modified when the ETag still matches."""
+        from botocore.exceptions import ClientError
+
+        if etag is None:
+            return self.get(key)
+        try:
+            out = self.s3.get_object(Bucket=self.bucket, Key=key, IfNoneMatch=f'"{etag}"')
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("304", "NotModified") or status == 304:
+                return None
+            if self._missing(exc):
+                raise BlobMissing(self.uri(key)) from None
+            raise
+        blob = Blob(out["Body"].read(), str(out.get("ETag", "")).strip('"'))
+        return None if blob.etag == etag else blob
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        """Write the whole object; returns its ETag."""
+        out = self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+        return str(out.get("ETag", "")).strip('"')
+
+    def upload(self, key: str, path: str | os.PathLike[str], content_type: str = "text/csv") -> None:
+        """Multipart upload of a local file when it is large."""
+        self.s3.upload_file(str(path), self.bucket, key, ExtraArgs={"ContentType": content_type})
+
+    def exists(self, key: str) -> bool:
+        """A HEAD request."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.s3.head_object(Bucket=self.bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if self._missing(exc) or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return False
+            raise
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (paginated)."""
+        out: list[str] = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            out.extend(item["Key"] for item in page.get("Contents", []))
+        return sorted(out)
+
+    def open(self, key: str) -> BinaryIO:
+        """The streaming body of a GET."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if self._missing(exc):
+                raise BlobMissing(self.uri(key)) from None
+            raise
+
+    def uri(self, key: str) -> str:
+        """s3://bucket/key."""
+        return f"s3://{self.bucket}/{key}"
+
+
+class DirBlobs:
+    """A local folder whose relative paths are the keys."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root.resolve() not in path.parents and path != self.root.resolve():
+            raise ValueError(f"key {key!r} leaves the store")
+        return path
+
+    def get(self, key: str) -> Blob:
+        """The file's bytes; its tag is their sha256."""
+        try:
+            data = self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise BlobMissing(self.uri(key)) from None
+        return Blob(data, hashlib.sha256(data).hexdigest())
+
+    def get_if_changed(self, key: str, etag: str | None) -> Blob | None:
+        """The file if its content hash changed."""
+        blob = self.get(key)
+        return None if blob.etag == etag else blob
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        """Write to a temporary name beside the target, then rename."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".part-", delete=False) as tmp:
+            tmp.write(data)
+        os.replace(tmp.name, path)
+        return hashlib.sha256(data).hexdigest()
+
+    def upload(self, key: str, path: str | os.PathLike[str], content_type: str = "text/csv") -> None:
+        """Copy a local file in, atomically."""
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "rb") as src, tempfile.NamedTemporaryFile(dir=target.parent, prefix=".part-", delete=False) as tmp:
+            for chunk in iter(lambda: src.read(_CHUNK), b""):
+                tmp.write(chunk)
+        os.replace(tmp.name, target)
+
+    def exists(self, key: str) -> bool:
+        """True if the file exists."""
+        return self._path(key).is_file()
+
+    def keys(self, prefix: str) -> list[str]:
+        """Relative paths under the prefix."""
+        base = self.root.resolve()
+        found = (str(p.relative_to(base)) for p in base.rglob("*") if p.is_file() and not p.name.startswith(".part-"))
+        return sorted(k for k in found if k.startswith(prefix))
+
+    def open(self, key: str) -> BinaryIO:
+        """The open file."""
+        try:
+            return open(self._path(key), "rb")
+        except FileNotFoundError:
+            raise BlobMissing(self.uri(key)) from None
+
+    def uri(self, key: str) -> str:
+        """file:///absolute/path."""
+        return self._path(key).as_uri()
+
+
+def iter_lines(stream: BinaryIO) -> Iterator[bytes]:
+    """Lines of a binary stream, read in bounded chunks."""
+    pending = b""
+    for chunk in iter(lambda: stream.read(_CHUNK), b""):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        yield from (line + b"\n" for line in lines)
+    if pending:
+        yield pending

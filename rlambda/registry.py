@@ -1,0 +1,207 @@
+"""Model versions: immutable ``<version>.rds`` files, a manifest beside each, and a pointer.
+
+Layout under a folder (S3 prefix or local directory)::
+
+    models/admission/<version>.rds    the fitted R object, never overwritten
+    models/admission/<version>.json   its manifest: sha256, metrics, data, predictors...
+    models/admission/current.json     the pointer: which version is served
+
+Serving reads the pointer (a small conditional GET when refreshing), then
+the manifest, and checks the downloaded file's sha256 against it before R
+reads it. Rolling back is moving the pointer.
+
+    python -m rlambda.registry --uri s3://bucket/models/admission/ list
+    python -m rlambda.registry --uri ... promote VERSION
+    python -m rlambda.registry --uri ... rollback
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .blobs import Blob, BlobMissing, Blobs, DirBlobs, S3Blobs
+
+POINTER = "current.json"
+
+
+def utc_now() -> str:
+    """An ISO-8601 UTC timestamp, to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """What ``current.json`` says, and its tag for conditional re-reads."""
+
+    version: str
+    sha256: str
+    updated_at: str
+    previous: str | None = None
+    reason: str = ""
+    etag: str = ""
+
+    def document(self) -> dict[str, Any]:
+        """The JSON stored in current.json."""
+        out = asdict(self)
+        out.pop("etag")
+        return out
+
+
+class Registry:
+    """Versions of one model under one folder."""
+
+    def __init__(self, blobs: Blobs, prefix: str) -> None:
+        self.blobs = blobs
+        self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+    def key(self, name: str) -> str:
+        """The full key of a file in this folder."""
+        return self.prefix + name
+
+    def model_key(self, version: str) -> str:
+        """Where a version's .rds lives."""
+        return self.key(f"{version}.rds")
+
+    def manifest_key(self, version: str) -> str:
+        """Where a version's manifest lives."""
+        return self.key(f"{version}.json")
+
+    @staticmethod
+    def _pointer(blob: Blob) -> Pointer:
+        doc = json.loads(blob.data)
+        return Pointer(
+            version=str(doc["version"]),
+            sha256=str(doc["sha256"]),
+            updated_at=str(doc.get("updated_at", "")),
+            previous=doc.get("previous"),
+            reason=str(doc.get("reason", "")),
+            etag=blob.etag,
+        )
+
+    def pointer(self) -> Pointer | None:
+        """The served version, or None when nothing has been promoted yet."""
+        try:
+            return self._pointer(self.blobs.get(self.key(POINTER)))
+        except BlobMissing:
+            return None
+
+    def pointer_if_changed(self, etag: str | None) -> Pointer | None:
+        """The pointer if it changed since ``etag`` (one conditional request), else None."""
+        blob = self.blobs.get_if_changed(self.key(POINTER), etag)
+        return None if blob is None else self._pointer(blob)
+
+    def manifest(self, version: str) -> dict[str, Any]:
+        """A version's manifest; BlobMissing if there is none."""
+        return json.loads(self.blobs.get(self.manifest_key(version)).data)
+
+    def has(self, version: str) -> bool:
+        """True if the version's manifest exists (written last, so the version is whole)."""
+        return self.blobs.exists(self.manifest_key(version))
+
+    def versions(self) -> list[dict[str, Any]]:
+        """Every version's manifest, oldest first."""
+        out = []
+        for key in self.blobs.keys(self.prefix):
+            name = key[len(self.prefix):]
+            if "/" in name or not name.endswith(".json") or name == POINTER:
+                continue
+            try:
+                out.append(json.loads(self.blobs.get(key).data))
+            except (BlobMissing, ValueError):
+                continue
+        return sorted(out, key=lambda m: (m.get("created_at", ""), m.get("version", "")))
+
+    def publish(self, version: str, rds: bytes, manifest: dict[str, Any]) -> None:
+        """Store a new version: the .rds first, the manifest last (it marks the version whole)."""
+        if self.has(version):
+            raise FileExistsError(f"version {version} already exists; versions are immutable")
+        self.blobs.put(self.model_key(version), rds)
+        self.blobs.put(self.manifest_key(version), json.dumps(manifest, indent=2).encode(), "application/json")
+
+    def promote(self, version: str, reason: str) -> Pointer:
+        """Point serving at ``version`` (which must exist); remembers the previous one."""
+        manifest = self.manifest(version)
+        current = self.pointer()
+        pointer = Pointer(
+            version=version,
+            sha256=str(manifest["sha256"]),
+            updated_at=utc_now(),
+            previous=current.version if current and current.version != version else (current.previous if current else None),
+            reason=reason,
+        )
+        etag = self.blobs.put(self.key(POINTER), json.dumps(pointer.document()).encode(), "application/json")
+        return Pointer(**{**pointer.document(), "etag": etag})
+
+    def rollback(self) -> Pointer:
+        """Move the pointer back to the version served before the current one."""
+        current = self.pointer()
+        if current is None or not current.previous:
+            raise LookupError("there is no previous version to roll back to")
+        return self.promote(current.previous, f"rollback from {current.version}")
+
+
+def registry_for(uri: str, s3_client: Any = None) -> Registry:
+    """The registry of a folder URI: ``s3://bucket/prefix/`` or a local directory."""
+    from .store import Location
+
+    loc = Location.parse(uri)
+    if loc.scheme == "s3":
+        if s3_client is None:
+            import boto3
+
+            s3_client = boto3.client("s3")
+        return Registry(S3Blobs(s3_client, loc.bucket), loc.key)
+    return Registry(DirBlobs(loc.key), "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """List versions with their metrics, promote one, or roll back."""
+    parser = argparse.ArgumentParser(prog="python -m rlambda.registry", description="Model versions and the pointer.")
+    parser.add_argument("--uri", default=os.environ.get("MODEL_URI", ""), help="folder URI (default: MODEL_URI)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="versions with their metrics; * marks the served one")
+    promote = sub.add_parser("promote", help="serve VERSION")
+    promote.add_argument("version")
+    sub.add_parser("rollback", help="serve the previously served version")
+    args = parser.parse_args(argv)
+    if not args.uri.endswith("/"):
+        parser.error("--uri must name a folder ending in / (for example s3://bucket/models/admission/)")
+    registry = registry_for(args.uri)
+    try:
+        if args.command == "list":
+            current = registry.pointer()
+            print(f"{'':2}{'version':<20} {'created_at':<21} {'rows':>7} {'logloss':>8} {'auc':>6} {'acc':>6}  gate")
+            for m in registry.versions():
+                metrics = (m.get("metrics") or {}).get("holdout") or {}
+                mark = "*" if current and current.version == m.get("version") else " "
+                gate = m.get("gate") or {}
+                print(
+                    f"{mark} {m.get('version', '?'):<20} {m.get('created_at', ''):<21} "
+                    f"{(m.get('training_data') or {}).get('rows', ''):>7} "
+                    f"{_fmt(metrics.get('logloss')):>8} {_fmt(metrics.get('auc')):>6} {_fmt(metrics.get('accuracy')):>6}  "
+                    f"{'passed' if gate.get('passed') else gate.get('reason', '-')}"
+                )
+        elif args.command == "promote":
+            pointer = registry.promote(args.version, "promoted by hand")
+            print(f"serving {pointer.version} (previous: {pointer.previous})")
+        else:
+            pointer = registry.rollback()
+            print(f"serving {pointer.version} (rolled back)")
+    except (BlobMissing, LookupError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
