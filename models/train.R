@@ -31,37 +31,8 @@ if (length(unknown)) fail("unknown option ", unknown[[1L]], " (expected --data a
 here <- script_dir()
 data_arg <- opt("--data", NULL)
 out <- opt("--out", file.path(here, "admission.rds"))
-required <- c("admit", "gre", "gpa", "rank")
-
-read_data <- function(src) {
-  if (!grepl("^https?://", src) && !file.exists(src)) fail("cannot read ", src, ": no such file")
-  d <- tryCatch(
-    read.csv(src, colClasses = "character", strip.white = TRUE),
-    error = function(e) fail("cannot read ", src, ": ", conditionMessage(e)),
-    warning = function(w) fail("cannot read ", src, ": ", conditionMessage(w))
-  )
-  if (nrow(d) == 0L) fail(src, " has a header but no rows")
-  missing <- setdiff(required, names(d))
-  if (length(missing)) {
-    fail(src, " lacks column(s) ", paste(missing, collapse = ", "),
-         " (expected ", paste(required, collapse = ", "), ")")
-  }
-  for (col in c("admit", "gre", "gpa")) {
-    x <- suppressWarnings(as.numeric(d[[col]]))
-    bad <- which(is.na(x) | !is.finite(x))
-    if (length(bad)) {
-      fail(src, ": column ", col, " row ", bad[[1L]], " is ", sQuote(d[[col]][[bad[[1L]]]], FALSE),
-           ", not a number")
-    }
-    d[[col]] <- x
-  }
-  if (!all(d$admit %in% c(0, 1))) fail(src, ": column admit must be 0 or 1")
-  bad <- which(d$rank == "" | is.na(d$rank))
-  if (length(bad)) fail(src, ": column rank row ", bad[[1L]], " is empty")
-  d$rank <- factor(d$rank, levels = sort(unique(d$rank)))
-  if (nlevels(d$rank) < 2L) fail(src, ": column rank needs at least two levels")
-  d[required]
-}
+# The checks and the fit are the retrain handler's own (rlambda/training.R).
+source(file.path(dirname(here), "rlambda", "training.R"))
 
 if (is.null(data_arg)) {
   source(file.path(here, "simulate.R"))
@@ -69,14 +40,10 @@ if (is.null(data_arg)) {
   data$rank <- factor(data$rank)
   src <- "simulated stand-in (models/simulate.R, seed 2017)"
 } else {
-  data <- read_data(data_arg)
+  data <- tryCatch(rl_training_data(data_arg), error = function(e) fail(conditionMessage(e)))
   src <- data_arg
 }
-
-# Fitted at top level so the formula's environment is the global one, which
-# saveRDS does not serialise (a function's frame, with the data, would be).
-fit <- glm(admit ~ gre + gpa + rank, family = binomial, data = data)
-if (!fit$converged) fail("the model did not converge on ", src)
+fit <- tryCatch(rl_fit_admission(data), error = function(e) fail(conditionMessage(e), " on ", src))
 
 tmp <- paste0(out, ".tmp-", Sys.getpid())
 ok <- tryCatch({ saveRDS(fit, tmp); file.rename(tmp, out) }, error = function(e) FALSE)
