@@ -425,7 +425,7 @@ class _Connection(asyncio.Protocol):
         buf = self.buf
         head = self.head
         if head is None:
-            end = buf.find(b"\r\n\r\n")
+            end = buf.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
             if end < 0:
                 if len(buf) > MAX_HEAD_BYTES:
                     raise _BadHttp(431, "request head too large")
