@@ -24,14 +24,21 @@ class ModelLoadError(Exception):
 
 
 class Model:
-    """A fitted R model read once into the embedded R, ready to score rows."""
+    """A fitted R model read once into the embedded R, ready to score rows.
+
+    The response shape follows the model's ``kind``: ``binary`` classifiers
+    give ``result`` (probability of the second class above the threshold)
+    and ``probability``; ``multiclass`` ones give ``class`` and
+    ``probabilities`` per class; ``regression`` gives ``prediction``.
+    """
 
     def __init__(self, rmodel: rsession.RModel, source: ModelFile, threshold: float = 0.5) -> None:
         self._r = rmodel
         self.source = source
         self.threshold = threshold
         self.description = rmodel.description
-        self.kind: str = str(self.description["kind"][0])
+        self.kind: str = rmodel.kind
+        self.classes: list[str] = [str(c) for c in self.description.get("classes") or []]
         self.prototype = Prototype.from_description(self.description)
         unsupported = self.prototype.unsupported()
         if unsupported:
@@ -43,6 +50,9 @@ class Model:
         """Read the file into R (once) and derive the prototype from the object."""
         try:
             rmodel = rsession.RModel(source.path)
+        except rsession.RRefused as exc:
+            # serve.R's own words (a missing package, no usable predict, ...)
+            raise ModelLoadError(str(exc)) from None
         except rsession.RError as exc:
             raise ModelLoadError(f"R cannot use {source.uri}: {exc}") from None
         return cls(rmodel, source, threshold)
@@ -52,17 +62,28 @@ class Model:
         return str(value[0])
 
     def describe(self) -> dict[str, Any]:
-        """What /metadata reports about this model."""
-        return {
+        """What /metadata reports about this model.
+
+        ``classes`` (classifiers only) lists the classes in R's order; for a
+        binary model ``result`` is true for ``positive_class``, the second.
+        """
+        out: dict[str, Any] = {
             "kind": self.kind,
             "class": self._first("class"),
             "family": self._first("family") or None,
             "link": self._first("link") or None,
-            "formula": self._first("formula"),
+            "formula": self._first("formula") or None,
+            "preprocessing": self._first("preprocessing") or None,
+            "packages": [str(p) for p in self.description.get("packages") or []],
             "predictors": self.prototype.describe(),
             "threshold": self.threshold if self.kind == "binary" else None,
-            "outputs": ["result", "probability"] if self.kind == "binary" else ["prediction"],
+            "outputs": _OUTPUTS[self.kind],
         }
+        if self.kind != "regression":
+            out["classes"] = list(self.classes)
+        if self.kind == "binary":
+            out["positive_class"] = self.classes[1] if len(self.classes) == 2 else None
+        return out
 
     def predict(self, rows: Sequence[Any], prefix: str | None = None) -> list[dict[str, Any]]:
         """Validate and score rows in one R call; one result dict per row."""
@@ -75,7 +96,30 @@ class Model:
         if self.kind == "binary":
             threshold = self.threshold
             return [{"result": p > threshold, "probability": _finite(p)} for p in values]
+        if self.kind == "multiclass":
+            return _multiclass(values, len(rows), self.classes)
         return [{"prediction": _finite(v)} for v in values]
+
+
+_OUTPUTS = {
+    "binary": ["result", "probability"],
+    "multiclass": ["class", "probabilities"],
+    "regression": ["prediction"],
+}
+
+
+def _multiclass(values: Sequence[float], n: int, classes: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows of ``{"class", "probabilities"}`` from R's column-major n x (K+1) output."""
+    k = len(classes)
+    picks = values[k * n : (k + 1) * n]
+    out = []
+    for i in range(n):
+        pick = picks[i]
+        # The last column is R's 1-based pick; NaN when R could not decide.
+        label = classes[int(pick) - 1] if math.isfinite(pick) and 1 <= pick <= k else None
+        probabilities = {c: _finite(values[j * n + i]) for j, c in enumerate(classes)}
+        out.append({"class": label, "probabilities": probabilities})
+    return out
 
 
 def _finite(value: float) -> float | None:

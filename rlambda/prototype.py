@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from .errors import BadRequest, Problem
-from .rsession import Column, Factor, Logical, Numeric
+from .rsession import Column, Factor, Integer, Logical, Numeric, Text
 
 # Numbers as JSON sends them, or as text (the original client sent strings).
 # Stricter than float(): no "nan", "inf", "1_000" or surrounding junk.
@@ -24,6 +24,10 @@ _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _TRUE = {"true", "t", "yes", "1"}
 _FALSE = {"false", "f", "no", "0"}
 MAX_PROBLEMS = 20
+# R integers are 32-bit; -2**31 is R's NA_integer_.
+_INT_MAX = 2**31 - 1
+# Types a JSON field can carry.
+TYPES = ("numeric", "integer", "logical", "factor", "character")
 
 
 def _shown(value: Any) -> str:
@@ -42,7 +46,12 @@ def _shown(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Predictor:
-    """One input the model needs: ``numeric``, ``logical`` or ``factor`` (with levels)."""
+    """One input the model needs.
+
+    ``type`` is ``numeric``, ``integer``, ``logical``, ``factor`` (with
+    levels) or ``character`` (with levels when the model turned the text into
+    a factor and so knows which values it accepts; free text otherwise).
+    """
 
     name: str
     type: str
@@ -54,16 +63,20 @@ class Predictor:
 
     def expected(self) -> str:
         """What a valid value looks like, for messages."""
-        if self.type == "factor":
+        if self.levels:
             return "one of " + ", ".join(self.levels)
         if self.type == "logical":
             return "true or false"
+        if self.type == "integer":
+            return "a whole number"
+        if self.type == "character":
+            return "a string"
         return "a finite number"
 
     def describe(self) -> dict[str, Any]:
         """The JSON shape used by /metadata."""
         out: dict[str, Any] = {"name": self.name, "type": self.type}
-        if self.type == "factor":
+        if self.type in ("factor", "character") and (self.levels or self.type == "factor"):
             out["levels"] = list(self.levels)
         return out
 
@@ -89,6 +102,28 @@ class Predictor:
         if value is None:
             return "is required: send " + self.expected()
         return f"must be {self.expected()}, got {_shown(value)}"
+
+    def parse_integer(self, value: Any) -> int | str:
+        """An int within R's integer range, or the problem with ``value``."""
+        number = self.parse_number(value)
+        if type(number) is str:
+            return number.replace("a finite number", self.expected())
+        if not number.is_integer():
+            return f"must be {self.expected()}, got {_shown(value)}"
+        if abs(number) > _INT_MAX:
+            return f"is too large for an R integer (at most {_INT_MAX})"
+        return int(number)
+
+    def parse_text(self, value: Any) -> str:
+        """The text to pass to R; a problem is returned as a :class:`_Problem`."""
+        if self.levels:
+            code = self.parse_level(value)
+            return self.levels[code - 1] if type(code) is int else _Problem(code)
+        if type(value) is str:
+            return value
+        if value is None:
+            return _Problem("is required: send " + self.expected())
+        return _Problem(f"must be {self.expected()}, got {_shown(value)}")
 
     def parse_level(self, value: Any) -> int | str:
         """A 1-based level code, or the problem with ``value``."""
@@ -122,6 +157,10 @@ class Predictor:
         return f"must be {self.expected()}, got {_shown(value)}"
 
 
+class _Problem(str):
+    """A problem message, told apart from a valid text value by its type."""
+
+
 @dataclass(frozen=True)
 class Prototype:
     """The model's predictors, in the order R declares them."""
@@ -142,7 +181,7 @@ class Prototype:
 
     def unsupported(self) -> list[Predictor]:
         """Predictors whose R type cannot be sent as JSON (matrix columns and the like)."""
-        return [p for p in self.predictors if p.type not in ("numeric", "factor", "logical")]
+        return [p for p in self.predictors if p.type not in TYPES]
 
     def columns(self, rows: Sequence[Any], prefix: str | None = None) -> dict[str, Column]:
         """Validate rows (JSON objects) and return one typed column per predictor.
@@ -174,6 +213,12 @@ class Prototype:
             elif p.type == "logical":
                 parse, buf, make = p.parse_logical, [], Logical
                 ok = bool
+            elif p.type == "integer":
+                parse, buf, make = p.parse_integer, array("i"), Integer
+                ok = int
+            elif p.type == "character":
+                parse, buf, make = p.parse_text, [], Text
+                ok = str
             else:
                 parse, buf, make = p.parse_number, array("d"), Numeric
                 ok = float
@@ -186,7 +231,7 @@ class Prototype:
                 else:
                     count += 1
                     if len(problems) < MAX_PROBLEMS:
-                        problems.append(Problem(where(i, name), value))
+                        problems.append(Problem(where(i, name), str(value)))
             out[name] = make(buf)
         if problems:
             raise _bad(problems, count)

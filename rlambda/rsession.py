@@ -35,6 +35,14 @@ class RError(Exception):
     """R signalled an error; the message is R's own, for logs only."""
 
 
+class RRefused(RError):
+    """serve.R refused the model on purpose; the message is meant for its owner."""
+
+
+# serve.R's rl_refuse() starts its messages with this marker.
+_REFUSAL = "[rlambda] "
+
+
 class RUnavailable(Exception):
     """R itself could not be found or started."""
 
@@ -44,6 +52,13 @@ class Numeric:
     """A column of doubles."""
 
     values: Sequence[float]
+
+
+@dataclass(frozen=True)
+class Integer:
+    """A column of R integers (whole numbers within 32 bits)."""
+
+    values: Sequence[int]
 
 
 @dataclass(frozen=True)
@@ -68,7 +83,7 @@ class Text:
     values: Sequence[str]
 
 
-Column = Union[Numeric, Logical, Factor, Text]
+Column = Union[Numeric, Integer, Logical, Factor, Text]
 
 
 def _find_r_home() -> None:
@@ -115,9 +130,18 @@ def start() -> None:
                 ri.evalr(_HELPERS.read_text(encoding="utf-8"), envir=env)
             except ri.embedded.RRuntimeError as exc:
                 raise RUnavailable(f"cannot define the R helpers: {exc}") from exc
-            for name in ("rl_read", "rl_describe", "rl_scorer", "rl_version"):
+            for name in ("rl_read", "rl_load", "rl_packages", "rl_version"):
                 _helpers[name] = env[name]
         _ri = ri
+
+
+def _error(exc: Exception) -> RError:
+    """An RError from rpy2's exception: a refusal when serve.R meant one."""
+    text = str(exc).strip()
+    at = text.find(_REFUSAL)
+    if at >= 0:
+        return RRefused(text[at + len(_REFUSAL) :].strip())
+    return RError(text)
 
 
 def _call(name: str, *args: Any) -> Any:
@@ -126,7 +150,7 @@ def _call(name: str, *args: Any) -> Any:
         try:
             return _helpers[name](*args)
         except _ri.embedded.RRuntimeError as exc:
-            raise RError(str(exc).strip()) from exc
+            raise _error(exc) from exc
 
 
 def versions() -> dict[str, str]:
@@ -151,35 +175,61 @@ def _py(value: Any) -> Any:
 
 
 class RModel:
-    """A fitted R object read into the session, with its scorer closure."""
+    """A fitted R object read into the session, with its scorer closure.
+
+    Loading reads the file, loads the R packages the model needs (refusing
+    it, by package name, when one is missing) and scores one made-up row, so
+    that a model R cannot predict with fails here rather than on a request.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         start()
         with lock():
-            self._fit = _call("rl_read", _ri.StrSexpVector([str(path)]))
-            self._scorer = _call("rl_scorer", self._fit)
-            self.description: dict[str, Any] = _py(_call("rl_describe", self._fit))
+            loaded = _call("rl_load", _ri.StrSexpVector([str(path)]))
+            # rl_load returns list(description = ..., scorer = ...)
+            self.description: dict[str, Any] = _py(loaded[0])
+            self._scorer = loaded[1]
+        self.width = len(self.description.get("classes") or []) + 1 if self.kind == "multiclass" else 1
+
+    @property
+    def kind(self) -> str:
+        """``binary``, ``multiclass`` or ``regression``."""
+        return str(self.description["kind"][0])
 
     def score(self, columns: Sequence[Column], n: int) -> list[float]:
-        """Predictions on the response scale for ``n`` rows, in one R call.
+        """The model's output for ``n`` rows, in one R call, as a flat list.
 
-        ``columns`` follow the order of ``description["names"]``.
+        ``columns`` follow the order of ``description["names"]``. For
+        ``binary`` (P(second class)) and ``regression`` models: ``n`` values.
+        For ``multiclass``: ``n * (K + 1)`` values, column-major, K class
+        probabilities in ``description["classes"]`` order, then the 1-based
+        index of the predicted class.
         """
         ri = _ri
+        want = n * self.width
         with lock():
             cols = ri.ListSexpVector([_to_r(col) for col in columns])
             out = self._call_scorer(cols, ri.IntSexpVector([n]))
             if not isinstance(out, ri.FloatSexpVector):
                 raise RError(f"predict returned an R {type(out).__name__}, not numbers")
-            if len(out) != n:
-                raise RError(f"predict returned {len(out)} values for {n} rows")
-            return _doubles_of(out, n)
+            if len(out) != want:
+                raise RError(f"predict returned {len(out)} values for {n} rows, expected {want}")
+            return _doubles_of(out, want)
 
     def _call_scorer(self, *args: Any) -> Any:
         try:
             return self._scorer(*args)
         except _ri.embedded.RRuntimeError as exc:
-            raise RError(str(exc).strip()) from exc
+            raise _error(exc) from exc
+
+
+def packages(path: str | os.PathLike[str], recursive: bool = False) -> list[str]:
+    """The non-base R packages a model file needs (with their dependencies if ``recursive``)."""
+    start()
+    with lock():
+        fit = _call("rl_read", _ri.StrSexpVector([str(path)]))
+        out = _call("rl_packages", fit, _ri.BoolSexpVector([recursive]))
+        return [str(p) for p in out]
 
 
 def _doubles_of(vec: Any, n: int) -> list[float]:
@@ -199,6 +249,8 @@ def _to_r(col: Column) -> Any:
     if isinstance(col, Factor):
         # codes only: the scorer in R attaches the levels it already holds
         return ri.IntSexpVector.from_memoryview(memoryview(_ints(col.codes)))
+    if isinstance(col, Integer):
+        return ri.IntSexpVector.from_memoryview(memoryview(_ints(col.values)))
     if isinstance(col, Logical):
         return ri.BoolSexpVector(list(col.values))
     return ri.StrSexpVector(list(col.values))
@@ -210,3 +262,41 @@ def _doubles(values: Sequence[float]) -> array:
 
 def _ints(values: Sequence[int]) -> array:
     return values if isinstance(values, array) and values.typecode == "i" else array("i", values)
+
+
+_files: dict[str, Any] = {}
+
+
+def call_file(path: str | os.PathLike[str], function: str, *args: str | int | float | bool) -> Any:
+    """Call ``function`` defined in the R file at ``path`` with scalar arguments.
+
+    The file (our own code, shipped in the package) is evaluated once into an
+    environment of its own. Arguments become R scalars, never R code, and the
+    result comes back as Python lists and dicts.
+    """
+    start()
+    ri = _ri
+    with lock():
+        key = str(path)
+        env = _files.get(key)
+        if env is None:
+            env = ri.baseenv["new.env"]()
+            try:
+                ri.evalr(Path(path).read_text(encoding="utf-8"), envir=env)
+            except ri.embedded.RRuntimeError as exc:
+                raise RError(str(exc).strip()) from exc
+            _files[key] = env
+        r_args = []
+        for arg in args:
+            if isinstance(arg, bool):
+                r_args.append(ri.BoolSexpVector([arg]))
+            elif isinstance(arg, int):
+                r_args.append(ri.IntSexpVector([arg]))
+            elif isinstance(arg, float):
+                r_args.append(ri.FloatSexpVector([arg]))
+            else:
+                r_args.append(ri.StrSexpVector([str(arg)]))
+        try:
+            return _py(env[function](*r_args))
+        except ri.embedded.RRuntimeError as exc:
+            raise RError(str(exc).strip()) from exc
