@@ -454,8 +454,10 @@ class _Connection(asyncio.Protocol):
         self.head = None
         started = time.perf_counter()
         status, headers, data = self.server.answer(head, body, self.peer)
-        self._write(head, status, headers, data)
+        # Logged before the answer leaves, so a client that has its answer
+        # can rely on the line being written (the tests do).
         self.server.log(self.peer, head.method, head.target, status, started)
+        self._write(head, status, headers, data)
         if not head.keep_alive:
             self._close()
             return False

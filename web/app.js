@@ -301,6 +301,7 @@
     state.admission = isAdmission(meta);
     if (!state.admission) {
       $("title").textContent = "Model scoring";
+      $("form-title").textContent = "Inputs";
       document.title = "rlambda: " + meta.formula;
     }
     $("model-info").textContent =

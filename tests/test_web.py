@@ -1,0 +1,257 @@
+"""The page in a real browser (Debian's chromium through Playwright) against the real server and R."""
+
+from __future__ import annotations
+
+import functools
+import http.client
+import http.server
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed (make system)")
+
+
+class LocalServer:
+    """``python -m rlambda.local`` on a free port (port 0), stopped with SIGINT."""
+
+    def __init__(self, model: Path, tmp: Path, *extra: str) -> None:
+        self._stderr = open(tmp / f"server-{uuid.uuid4().hex[:8]}.log", "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rlambda.local", "--host", "127.0.0.1", "--port", "0", *extra],
+            cwd=ROOT,
+            env={**os.environ, "MODEL_URI": str(model), "MODEL_CACHE_DIR": str(tmp)},
+            stdout=subprocess.PIPE, stderr=self._stderr, text=True,
+        )
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(l) for l in self.proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+        first = lines.get(timeout=120)
+        self.base = "http://" + first.split("http://", 1)[1].split("/", 1)[0]
+        assert "model " in lines.get(timeout=120)
+
+    def api(self, method: str, path: str, doc: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        """Call the API directly (not through the page): the reference answer."""
+        host, port = self.base[len("http://"):].rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        body = None if doc is None else json.dumps(doc)
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
+        resp = conn.getresponse()
+        out = resp.status, json.loads(resp.read() or b"null")
+        conn.close()
+        return out
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._stderr.close()
+
+
+@pytest.fixture(scope="module")
+def server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    srv = LocalServer(model_path, tmp_path_factory.mktemp("web"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        # Debian's chromium, never a downloaded one.
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    pg = context.new_page()
+    pg.console_errors = []  # type: ignore[attr-defined]
+    pg.on("console", lambda m: m.type == "error" and pg.console_errors.append(m.text))  # type: ignore[attr-defined]
+    pg.on("pageerror", lambda e: pg.console_errors.append(str(e)))  # type: ignore[attr-defined]
+    yield pg
+    context.close()
+
+
+def open_form(page: Any, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector("#submit:not([disabled])")
+
+
+def fill(page: Any, gre: str, gpa: str, rank: str) -> None:
+    page.fill("#field-gre", gre)
+    page.fill("#field-gpa", gpa)
+    page.select_option("#field-rank", rank)
+
+
+def test_form_result_and_chart_match_the_api(server: LocalServer, page: Any) -> None:
+    batches: list[dict[str, Any]] = []
+    page.on("request", lambda r: r.method == "POST" and "instances" in (r.post_data or "")
+            and batches.append(json.loads(r.post_data)))
+    open_form(page, server.base + "/")
+    # The form is built from /metadata: numbers are text inputs, rank a select of its levels.
+    assert page.locator("#fields input, #fields select").count() == 3
+    assert page.eval_on_selector_all("#field-rank option", "os => os.map(o => o.value)") == ["1", "2", "3", "4"]
+    assert page.get_attribute("label[for=field-gre]", "for") == "field-gre"
+
+    fill(page, "640", "3.3", "3")
+    page.click("#submit")
+    page.wait_for_selector("#chart svg polyline.series")
+
+    status, expected = server.api("POST", "/predict", {"gre": 640, "gpa": 3.3, "rank": "3"})
+    assert status == 200
+    assert page.text_content("#decision") == ("Admit" if expected["result"] else "Reject")
+    assert page.get_attribute("#decision", "data-value") == str(expected["result"]).lower()
+    assert float(page.get_attribute("#probability", "data-value")) == expected["probability"]
+    assert page.text_content("#probability") == f"{expected['probability'] * 100:.1f}%"
+
+    # Four series, one per rank, from one batch request of 61 GRE values x 4 ranks at the entered GPA.
+    ranks = page.eval_on_selector_all("#chart polyline.series", "ls => ls.map(l => l.dataset.rank)")
+    assert ranks == ["1", "2", "3", "4"]
+    points = page.eval_on_selector_all("#chart polyline.series", "ls => ls.map(l => l.points.numberOfItems)")
+    assert points == [61, 61, 61, 61]
+    assert len(batches) == 1
+    rows = batches[0]["instances"]
+    assert len(rows) == 244 and {r["gpa"] for r in rows} == {3.3} and {r["rank"] for r in rows} == {"1", "2", "3", "4"}
+    # The applicant is marked at the API's probability.
+    marker = page.locator("#chart circle.applicant")
+    assert marker.count() == 1
+    assert float(marker.get_attribute("data-probability")) == expected["probability"]
+    assert float(marker.get_attribute("data-gre")) == 640
+    # The rank-3 curve passes through the applicant's point (same model, same inputs).
+    on_curve = page.evaluate("""() => {
+        const c = document.querySelector('#chart circle.applicant');
+        const line = document.querySelector('#chart polyline.series[data-rank="3"]');
+        const cx = +c.getAttribute('cx'), cy = +c.getAttribute('cy');
+        return Array.from({length: line.points.numberOfItems}, (_, i) => line.points.getItem(i))
+            .some(p => Math.abs(p.x - cx) < 0.2 && Math.abs(p.y - cy) < 0.2);
+    }""")
+    assert on_curve
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-admission.png"), full_page=True)
+    assert (ARTIFACTS / "web-admission.png").stat().st_size > 0
+    assert page.console_errors == []
+
+
+def test_api_validation_error_shows_next_to_its_field(server: LocalServer, page: Any) -> None:
+    open_form(page, server.base + "/")
+    fill(page, "700", "3.6", "2")
+    page.click("#submit")
+    page.wait_for_selector("#result:not([hidden])")
+
+    fill(page, "abc", "3.6", "2")
+    page.click("#submit")
+    page.wait_for_selector("#error-gre:not([hidden])")
+    status, expected = server.api("POST", "/predict", {"gre": "abc", "gpa": 3.6, "rank": "2"})
+    assert status == 400
+    problem = next(e["problem"] for e in expected["errors"] if e["field"] == "gre")
+    assert page.text_content("#error-gre") == f"gre {problem}"
+    assert "must be a finite number, got 'abc'" in problem
+    assert page.get_attribute("#field-gre", "aria-invalid") == "true"
+    assert page.get_attribute("#field-gre", "aria-describedby") == "error-gre"
+    assert page.is_hidden("#error-gpa") and page.is_hidden("#result")
+
+    # An empty field is the API's "is required", and a fix clears the error.
+    page.fill("#field-gre", "")
+    page.fill("#field-gpa", "")
+    page.click("#submit")
+    page.wait_for_selector("#error-gpa:not([hidden])")
+    assert "is required" in page.text_content("#error-gpa")
+    fill(page, "700", "3.6", "2")
+    page.click("#submit")
+    page.wait_for_selector("#result:not([hidden])")
+    assert page.is_hidden("#error-gre") and page.is_hidden("#error-gpa")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-fixed.png"), full_page=True)
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_page_from_another_origin_uses_config_json_and_api_key(server: LocalServer, page: Any, tmp_path: Path) -> None:
+    """As when the page is on S3/CloudFront and the API on API Gateway: config.json names the API."""
+    site = tmp_path / "site"
+    shutil.copytree(ROOT / "web", site)
+    (site / "config.json").write_text(json.dumps({"apiBase": server.base + "/", "apiKey": "k-123"}))
+    static = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(site)))
+    threading.Thread(target=static.serve_forever, daemon=True).start()
+    keys: list[tuple[str, str | None]] = []
+    page.on("request", lambda r: r.url.startswith(server.base) and keys.append((r.method, r.headers.get("x-api-key"))))
+    try:
+        open_form(page, f"http://127.0.0.1:{static.server_address[1]}/index.html")
+        assert page.text_content("#api-base") == server.base
+        fill(page, "800", "4", "1")
+        page.click("#submit")
+        page.wait_for_selector("#chart svg polyline.series")
+        _, expected = server.api("POST", "/predict", {"gre": 800, "gpa": 4, "rank": "1"})
+        assert float(page.get_attribute("#probability", "data-value")) == expected["probability"]
+        api_calls = [k for k in keys if k[0] != "OPTIONS"]
+        assert api_calls and all(key == "k-123" for _, key in api_calls), keys
+        assert page.console_errors == []
+    finally:
+        static.shutdown()
+
+
+@pytest.fixture(scope="module")
+def regression_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An lm with a numeric, a factor and a logical predictor: not the admission model."""
+    out = tmp_path_factory.mktemp("lm") / "lm.rds"
+    script = (
+        "set.seed(1); n <- 80; d <- data.frame(x = runif(n), g = factor(sample(c('a','b','c'), n, TRUE)),"
+        " flag = sample(c(TRUE, FALSE), n, TRUE)); d$y <- 2 * d$x + (d$g == 'b') - 0.5 * d$flag + rnorm(n, sd = 0.1);"
+        f" saveRDS(lm(y ~ x + g + flag, data = d), '{out}')"
+    )
+    subprocess.run(["Rscript", "-e", script], check=True, timeout=120)
+    return out
+
+
+def test_form_is_built_from_metadata_for_another_model(regression_model: Path, page: Any, tmp_path: Path) -> None:
+    srv = LocalServer(regression_model, tmp_path)
+    try:
+        open_form(page, srv.base + "/")
+        assert page.get_attribute("#field-x", "type") == "text"
+        assert page.eval_on_selector_all("#field-g option", "os => os.map(o => o.value)") == ["a", "b", "c"]
+        assert page.get_attribute("#field-flag", "type") == "checkbox"
+        assert page.text_content("#title") == "Model scoring"
+        page.fill("#field-x", "0.25")
+        page.select_option("#field-g", "b")
+        page.check("#field-flag")
+        page.click("#submit")
+        page.wait_for_selector("#prediction-line:not([hidden])")
+        status, expected = srv.api("POST", "/predict", {"x": 0.25, "g": "b", "flag": True})
+        assert status == 200 and set(expected) == {"prediction", "model"}
+        assert float(page.get_attribute("#prediction", "data-value")) == expected["prediction"]
+        # No admission chart and no decision for a regression model.
+        assert page.is_hidden("#chart-panel") and page.is_hidden("#probability-line")
+        assert page.is_hidden(".decision-line")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "web-regression.png"), full_page=True)
+        assert page.console_errors == []
+    finally:
+        srv.stop()
