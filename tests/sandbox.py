@@ -1,0 +1,306 @@
+"""Run an unpacked deployment package the way AWS Lambda runs it, in bubblewrap.
+
+The sandbox is built from an empty root, not from the host's: the task root
+is mounted read-only at /var/task, a host directory is the only writable place
+(/tmp), the interpreter is mounted where Lambda keeps its own (/var/lang), and
+boto3 (which every Lambda Python runtime provides, so the package does not
+ship it) lives in /var/runtime. The system R is hidden (/usr/lib/R,
+/usr/share/R, /etc/R), and so is every shared library of the host that a
+Lambda runtime would not have: /usr/lib/x86_64-linux-gnu shows only glibc and
+what the Python runtime itself needs (its interpreter, the stdlib extension
+modules boto3 imports, /bin/sh). A package that forgot libgfortran or an R
+package therefore fails here as it would on Lambda.
+
+The interpreter runs with ``-S`` (no site-packages at all), so rpy2 and
+_cffi_backend can only come from the package.
+
+Reusable: ``Sandbox.create(task_root, tmp)`` then ``invoke(events)``,
+``run_python(...)`` or ``run(argv)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build"
+LIBDIR = Path("/usr/lib/x86_64-linux-gnu")
+# The host's R, hidden from the sandbox (Debian layout).
+SYSTEM_R = ("/usr/lib/R", "/usr/share/R", "/etc/R", "/usr/local")
+# What Lambda's Python runtime provides, copied from the venv into /var/runtime.
+RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six.py")
+# Environment of a Lambda function (python3.x, x86_64), less the secrets.
+LAMBDA_LD_LIBRARY_PATH = "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib"
+
+BOOTSTRAP = r'''
+"""A stand-in for Lambda's /var/runtime/bootstrap.py: import the handler
+module by name, then call it once per event with a context object."""
+import importlib, json, sys, time, uuid
+
+T_START = time.time()
+sys.path[:0] = ["/var/task", "/opt/python", "/var/runtime"]
+
+
+class Context:
+    """The attributes of the Python runtime's LambdaContext."""
+
+    def __init__(self, deadline_ms):
+        self.function_name = "admission"
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:admission"
+        self.memory_limit_in_mb = "1024"
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = "/aws/lambda/admission"
+        self.log_stream_name = "2026/11/26/[$LATEST]sandbox"
+        self._deadline_ms = deadline_ms
+
+    def get_remaining_time_in_millis(self):
+        return max(0, int(self._deadline_ms - time.time() * 1000))
+
+
+def main(events_path, result_path):
+    events = json.load(open(events_path))
+    module_name, function_name = "handler.lambda_handler".rsplit(".", 1)
+    t0 = time.time()
+    handler = getattr(importlib.import_module(module_name), function_name)
+    t_init = time.time()
+    out = []
+    for event in events:
+        t = time.time()
+        ctx = Context(time.time() * 1000 + 30_000)
+        try:
+            result = {"ok": True, "response": handler(event, ctx)}
+        except Exception as exc:  # what the runtime reports as an invocation error
+            result = {"ok": False, "errorType": type(exc).__name__, "errorMessage": str(exc)}
+        result["ms"] = (time.time() - t) * 1000
+        result["t_done"] = time.time()
+        out.append(result)
+    json.dump({"t_start": T_START, "t_import": t0, "t_init_done": t_init, "results": out},
+              open(result_path, "w"), default=str)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
+'''
+
+
+@dataclass
+class Run:
+    """One sandboxed process: its exit code, output and (for invoke) results."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    results: list[dict[str, Any]] = field(default_factory=list)
+    timing: dict[str, float] = field(default_factory=dict)
+
+    def responses(self) -> list[Any]:
+        """The handler's return values; raises if an invocation failed."""
+        bad = [r for r in self.results if not r["ok"]]
+        if self.returncode != 0 or bad or not self.results:
+            raise AssertionError(f"sandboxed invocation failed: rc={self.returncode} {bad}\n{self.stderr[-4000:]}")
+        return [r["response"] for r in self.results]
+
+
+def base_python() -> Path:
+    """The interpreter the venv was made from (not the venv: no site-packages)."""
+    return Path(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))
+
+
+def _ldd(paths: Iterable[str]) -> set[str]:
+    """Resolved paths of the shared libraries the given ELF files need."""
+    found: set[str] = set()
+    for path in paths:
+        out = subprocess.run(["ldd", path], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}).stdout
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[1] == "=>" and parts[2].startswith("/"):
+                found.add(parts[2])
+            elif parts and parts[0].startswith("/"):
+                found.add(parts[0])
+    return found
+
+
+def _glibc_files() -> list[str]:
+    """glibc's own files in the multiarch directory (dpkg -L libc6), incl. gconv."""
+    out = subprocess.run(["dpkg", "-L", "libc6"], capture_output=True, text=True, check=True).stdout
+    keep = []
+    for line in out.splitlines():
+        # dpkg names them /lib/x86_64-linux-gnu/... (merged /usr: the same files)
+        p = Path(line)
+        if p.parent.name == LIBDIR.name and (p.is_file() or p.is_symlink()):
+            keep.append(str(LIBDIR / p.name))
+    keep.append(str(LIBDIR / "gconv"))
+    return keep
+
+
+def runtime_dir(python: Path) -> Path:
+    """/var/runtime: boto3 and its dependencies plus the bootstrap, made once."""
+    target = BUILD / "sandbox-runtime"
+    stamp = target / ".complete"
+    if not stamp.exists():
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        site = Path(sysconfig.get_paths()["purelib"])
+        for name in RUNTIME_PACKAGES:
+            src = site / name
+            if src.is_dir():
+                shutil.copytree(src, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(src, target / name)
+        stamp.write_text("")
+    (target / "bootstrap.py").write_text(BOOTSTRAP)
+    return target
+
+
+def runtime_libraries(python: Path, runtime: Path) -> list[str]:
+    """Host files the emulated Lambda runtime may see in /usr/lib/x86_64-linux-gnu.
+
+    glibc, plus what the interpreter and the stdlib extension modules loaded by
+    importing boto3 need (Lambda's runtime has its own copies of those), plus
+    what /bin/sh and the coreutils R calls at start-up (uname, rm) need.
+    """
+    probe = (
+        "import sys; sys.path[:0] = [sys.argv[1]]\n"
+        "import boto3, botocore.session, json, hashlib, ssl, tempfile, array, contextvars, logging, "
+        "urllib.parse, unittest, importlib, uuid, decimal\n"
+        "boto3.client('s3', region_name='us-east-1', endpoint_url='http://127.0.0.1:9')\n"
+        "print('\\n'.join(sorted({m.__file__ for m in list(sys.modules.values()) "
+        "if (getattr(m, '__file__', None) or '').endswith('.so')})))\n"
+    )
+    out = subprocess.run([str(python), "-I", "-S", "-c", probe, str(runtime)], capture_output=True, text=True, check=True)
+    elfs = [str(python), *out.stdout.split(), "/bin/sh", "/usr/bin/uname", "/usr/bin/rm"]
+    libs = {p for p in _ldd(elfs) if p.startswith(("/lib/", "/usr/lib/", "/lib64/"))}
+    keep = set(_glibc_files())
+    for p in libs:
+        real = Path(p)
+        keep.add(str(LIBDIR / real.name) if real.parent.name == "x86_64-linux-gnu" else p)
+    return sorted(k for k in keep if k.startswith(str(LIBDIR)))
+
+
+@dataclass
+class Sandbox:
+    """A Lambda-like bubblewrap sandbox around one unpacked package."""
+
+    task_root: Path
+    tmp: Path
+    python: Path
+    runtime: Path
+    allowed_libs: list[str]
+    env: dict[str, str]
+
+    @classmethod
+    def create(cls, task_root: Path, tmp: Path, env: Mapping[str, str] | None = None) -> "Sandbox":
+        """A sandbox for ``task_root`` with ``tmp`` as its /tmp and extra ``env``."""
+        if shutil.which("bwrap") is None:
+            raise RuntimeError("bubblewrap (bwrap) is not installed: make setup installs it")
+        python = base_python()
+        runtime = runtime_dir(python)
+        tmp.mkdir(parents=True, exist_ok=True)
+        ver = "%d.%d" % sys.version_info[:2]
+        base_env = {
+            "LAMBDA_TASK_ROOT": "/var/task",
+            "LAMBDA_RUNTIME_DIR": "/var/runtime",
+            "LD_LIBRARY_PATH": LAMBDA_LD_LIBRARY_PATH,
+            "PATH": "/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin",
+            "PYTHONPATH": "/var/task:/opt/python:/var/runtime",
+            "LANG": "C.UTF-8",
+            "TZ": ":UTC",
+            "_HANDLER": "handler.lambda_handler",
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_python{ver}",
+            "AWS_LAMBDA_FUNCTION_NAME": "admission",
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
+            "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/admission",
+            "AWS_LAMBDA_LOG_STREAM_NAME": "2026/11/26/[$LATEST]sandbox",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+        }
+        base_env.update(env or {})
+        return cls(task_root, tmp, python, runtime, runtime_libraries(python, runtime), base_env)
+
+    def command(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+        """The bwrap command line that runs ``argv`` inside the sandbox."""
+        prefix = self.python.parent.parent  # <prefix>/bin/python3.x
+        ver = "%d.%d" % sys.version_info[:2]
+        cmd = [
+            "bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent", "--new-session",
+            "--ro-bind", "/usr", "/usr",
+            "--ro-bind", "/etc", "/etc",
+            "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
+            "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+            "--proc", "/proc", "--dev", "/dev",
+        ]
+        for hidden in SYSTEM_R:
+            cmd += ["--tmpfs", hidden]
+        # Only glibc and the Python runtime's own libraries stay visible.
+        cmd += ["--tmpfs", str(LIBDIR)]
+        for lib in self.allowed_libs:
+            cmd += ["--ro-bind", lib, lib]
+        cmd += [
+            "--ro-bind", str(prefix), "/var/lang",
+            "--tmpfs", f"/var/lang/lib/python{ver}/site-packages",
+            "--ro-bind", str(self.runtime), "/var/runtime",
+            "--ro-bind", str(self.task_root), "/var/task",
+            "--bind", str(self.tmp), "/tmp",
+            "--chdir", "/var/task",
+            "--clearenv",
+        ]
+        for key, value in {**self.env, **(env or {})}.items():
+            cmd += ["--setenv", key, value]
+        return cmd + list(argv)
+
+    @property
+    def interpreter(self) -> str:
+        """The interpreter's path inside the sandbox."""
+        return f"/var/lang/bin/{self.python.name}"
+
+    def run(self, argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 120) -> Run:
+        """Run any command inside the sandbox."""
+        proc = subprocess.run(self.command(argv, env), capture_output=True, text=True, timeout=timeout)
+        return Run(proc.returncode, proc.stdout, proc.stderr)
+
+    def run_python(self, args: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 120) -> Run:
+        """Run the runtime's interpreter without site-packages (-S), as Lambda's does."""
+        return self.run([self.interpreter, "-S", "-B", *args], env, timeout)
+
+    def invoke(self, events: Sequence[Any], env: Mapping[str, str] | None = None, timeout: float = 120) -> Run:
+        """Start a fresh runtime process, import the handler, call it once per event.
+
+        ``timing`` holds seconds from before the process was spawned to: the
+        bootstrap starting, the handler imported (Lambda's init), the first
+        answer (``cold_start_s``), and the last answer.
+        """
+        name = f"bootstrap-{os.getpid()}-{time.monotonic_ns()}"
+        events_file = self.tmp / f"{name}-events.json"
+        result_file = self.tmp / f"{name}-result.json"
+        events_file.write_text(json.dumps(list(events)))
+        t0 = time.time()
+        run = self.run_python(["/var/runtime/bootstrap.py", f"/tmp/{events_file.name}", f"/tmp/{result_file.name}"],
+                              env, timeout)
+        events_file.unlink()
+        if result_file.exists():
+            data = json.loads(result_file.read_text())
+            result_file.unlink()
+            run.results = data["results"]
+            run.timing = {
+                "process_start_s": data["t_start"] - t0,
+                "init_s": data["t_init_done"] - t0,
+                "init_import_handler_s": data["t_init_done"] - data["t_import"],
+            }
+            if run.results:
+                run.timing["cold_start_s"] = run.results[0]["t_done"] - t0
+                run.timing["last_answer_s"] = run.results[-1]["t_done"] - t0
+        return run
