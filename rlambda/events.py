@@ -227,3 +227,50 @@ def adapter_for(event: Any) -> Adapter:
         if adapter.matches(event):
             return adapter
     return ADAPTERS[-1]
+
+
+@dataclass(frozen=True)
+class S3Object:
+    """One ``ObjectCreated`` record of an S3 event notification."""
+
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    version: str | None
+    sequencer: str
+
+
+def s3_objects(event: Any) -> list[S3Object]:
+    """The created objects an S3 notification event names (keys URL-decoded).
+
+    Records of other event sources or kinds are skipped; an event with none
+    is a BadRequest, so a misrouted invocation fails loudly.
+    """
+    from urllib.parse import unquote_plus
+
+    records = event.get("Records") if isinstance(event, dict) else None
+    if not isinstance(records, list):
+        raise BadRequest("Not an S3 event: it has no Records list.", [Problem("Records", "is required")])
+    out = []
+    for record in records:
+        if not isinstance(record, dict) or record.get("eventSource") != "aws:s3":
+            continue
+        if not str(record.get("eventName", "")).startswith("ObjectCreated"):
+            continue
+        s3 = record.get("s3") or {}
+        obj = s3.get("object") or {}
+        out.append(
+            S3Object(
+                bucket=str((s3.get("bucket") or {}).get("name", "")),
+                # S3 URL-encodes keys in notifications, spaces as '+'
+                key=unquote_plus(str(obj.get("key", ""))),
+                size=int(obj.get("size") or 0),
+                etag=str(obj.get("eTag", "")),
+                version=obj.get("versionId"),
+                sequencer=str(obj.get("sequencer", "")),
+            )
+        )
+    if not out:
+        raise BadRequest("The S3 event has no ObjectCreated record.", [Problem("Records", "has no ObjectCreated record")])
+    return out
