@@ -1,0 +1,216 @@
+"""HTTP throughput and latency: rlambda's local server against a plumber API, with wrk.
+
+Both serve the same .rds and answer POST /predict with the same JSON body;
+plumber scores with predict(type = "response") (bench/plumber_api.R). Each is
+measured at 1 and 4 connections (keep-alive, as wrk does), and plumber also
+with a new connection per request, because httpuv's keep-alive answers wait
+for the client's delayed ACK (about 40 ms) and that alone would flatter the
+ratio. All traffic stays on 127.0.0.1; every run is bounded.
+
+    .venv/bin/python bench/bench_http.py [--duration 5] [--workers 1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BODY = '{"gre":800,"gpa":4,"rank":1}'
+LUA = f"""wrk.method = "POST"
+wrk.body = '{BODY}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+TARGET_RATIO = 15.0
+TARGET_P99_MS = 10.0
+
+
+@dataclass
+class Run:
+    """One wrk run."""
+
+    server: str
+    connections: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(port: int, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", "/predict", body=BODY, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def wait_ready(port: int, proc: subprocess.Popen[Any], what: str, limit_s: float = 90.0) -> dict[str, Any]:
+    """Poll POST /predict until it answers 200 (bounded)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode} before answering")
+        try:
+            status, doc = post(port, timeout=2)
+            if status == 200:
+                return doc
+        except (OSError, ValueError, http.client.HTTPException):
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{what} did not answer within {limit_s:.0f} s")
+
+
+def to_ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
+def wrk(port: int, connections: int, duration: int, script: Path, extra: list[str]) -> dict[str, Any]:
+    cmd = ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{duration}s", "--latency",
+           "--timeout", "5s", "-s", str(script), *extra, f"http://127.0.0.1:{port}/predict"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(int(g) for g in m.groups())
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "requests": total, "errors": errors}
+
+
+def measure(name: str, port: int, conns: list[int], duration: int, script: Path, extra: list[str] | None = None) -> list[Run]:
+    runs = []
+    # Warm-up: R's JIT, plumber's first-request costs, the kernel's socket paths.
+    wrk(port, 1, 1, script, extra or [])
+    for c in conns:
+        print(f"  {name}: {c} connection(s), {duration} s ...", flush=True)
+        r = wrk(port, c, duration, script, extra or [])
+        run = Run(name, c, **r)
+        print(f"    {run.rps:9.0f} req/s  p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms  errors {run.errors}", flush=True)
+        runs.append(run)
+    return runs
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT if proc.args[0] == sys.executable else signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
+    parser.add_argument("--connections", default="1,4", help="connection counts (default 1,4)")
+    parser.add_argument("--workers", default="1,2", help="rlambda.local --workers values to measure (default 1,2)")
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "admission.rds")
+    args = parser.parse_args()
+    conns = [int(c) for c in args.connections.split(",")]
+    for tool in ("wrk", "Rscript"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is not installed (make system)")
+    if not args.model.exists():
+        raise SystemExit(f"{args.model} is missing (make model)")
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-http-"))
+    script = tmp / "post.lua"
+    script.write_text(LUA)
+    runs: list[Run] = []
+    procs: list[subprocess.Popen[Any]] = []
+    try:
+        print(f"plumber: starting bench/plumber_api.R on {args.model.name} ...", flush=True)
+        pport = free_port()
+        plumber = subprocess.Popen(["Rscript", str(ROOT / "bench" / "plumber_api.R"), str(args.model), str(pport)],
+                                   cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(plumber)
+        ref = wait_ready(pport, plumber, "plumber")
+        runs += measure("plumber", pport, conns, args.duration, script)
+        runs += measure("plumber, new connection per request", pport, conns, args.duration, script,
+                        ["-H", "Connection: close"])
+        stop(plumber)
+
+        for workers in [int(w) for w in args.workers.split(",")]:
+            name = f"rlambda.local --workers {workers}"
+            print(f"{name}: starting ...", flush=True)
+            port = free_port()
+            ours = subprocess.Popen(
+                [sys.executable, "-m", "rlambda.local", "--host", "127.0.0.1", "--port", str(port),
+                 "--workers", str(workers)],
+                cwd=ROOT, env={**os.environ, "MODEL_URI": str(args.model.resolve()), "MODEL_CACHE_DIR": str(tmp)},
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,  # the access log costs what it costs
+            )
+            procs.append(ours)
+            doc = wait_ready(port, ours, name)
+            # Same model, same answer (plumber rounds to 4 digits in its JSON).
+            if abs(doc["probability"] - ref["probability"]) > 1e-4 or doc["result"] != ref["result"]:
+                raise SystemExit(f"the servers disagree: {doc} vs {ref}")
+            runs += measure(name, port, conns, args.duration, script)
+            stop(ours)
+    finally:
+        for p in procs:
+            stop(p)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    by = {(r.server, r.connections): r for r in runs}
+    print("\nserver                                conns     req/s   p50 ms   p99 ms  errors")
+    for r in runs:
+        print(f"{r.server:<37} {r.connections:>5} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.errors:>7}")
+    print()
+    verdicts = []
+    for r in runs:
+        if not r.server.startswith("rlambda"):
+            continue
+        for base in ("plumber", "plumber, new connection per request"):
+            ratio = r.rps / by[(base, r.connections)].rps
+            print(f"{r.server}, {r.connections} conn: {ratio:6.1f}x {base}")
+            if r.connections == 4:
+                verdicts.append((f"{r.server} >= {TARGET_RATIO:.0f}x {base} at 4 connections", ratio >= TARGET_RATIO))
+        if r.connections == 4:
+            verdicts.append((f"{r.server} p99 < {TARGET_P99_MS:.0f} ms at 4 connections", r.p99_ms < TARGET_P99_MS))
+        if r.errors:
+            verdicts.append((f"{r.server} without errors at {r.connections} connections", False))
+    print()
+    for text, ok in verdicts:
+        print(f"{'PASS' if ok else 'MISS'}  {text}")
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"http-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps({"duration_s": args.duration, "runs": [asdict(r) for r in runs],
+                                "cpus": os.cpu_count()}, indent=2))
+    print(f"\nresults: {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
