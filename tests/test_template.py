@@ -1,0 +1,545 @@
+"""template.yaml: cfn-lint clean, transformed by the SAM translator, and wired as intended.
+
+There is no AWS account here, so the checks are the ones that need none:
+cfn-lint's rules (run on the SAM-transformed template), the translator's own
+validation, and assertions on the CloudFormation the translator produces,
+which is what CloudFormation would create. The template is transformed the
+way `sam deploy` sees it: after packaging, CodeUri is an s3:// URI.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "template.yaml"
+STAGE = "prod"
+
+# cfn-lint warnings accepted on purpose, by rule id. None today; a warning
+# that only SAM's generated resources cause would be named here with why.
+ALLOWED_WARNINGS: dict[str, str] = {}
+
+
+def load_template() -> dict[str, Any]:
+    """template.yaml as SAM parses it (CloudFormation short-form tags included)."""
+    from samtranslator.yaml_helper import yaml_parse
+
+    return yaml_parse(TEMPLATE.read_text(encoding="utf-8"))
+
+
+def transform(template: dict[str, Any], parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The CloudFormation template the SAM transform produces (as after `sam package`)."""
+    from samtranslator.translator.transform import transform as sam_transform
+
+    packaged = copy.deepcopy(template)
+    packaged["Globals"]["Function"]["CodeUri"] = "s3://packaging-bucket/admission.zip"
+
+    class Policies:
+        """The managed policies SAM looks up by name (only the basic execution role is used)."""
+
+        def load(self) -> dict[str, str]:
+            return {
+                "AWSLambdaBasicExecutionRole": "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+            }
+
+    return sam_transform(packaged, parameters or {}, Policies())
+
+
+@pytest.fixture(scope="module")
+def region() -> Iterator[None]:
+    """The translator needs a region for pseudo parameters; no credentials are used."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.delenv("AWS_PROFILE", raising=False)
+        yield
+
+
+@pytest.fixture(scope="module")
+def source() -> dict[str, Any]:
+    """The untransformed template."""
+    return load_template()
+
+
+@pytest.fixture(scope="module")
+def cfn(region: None, source: dict[str, Any]) -> dict[str, Any]:
+    """The transformed template with default parameters."""
+    return transform(source)
+
+
+@pytest.fixture(scope="module")
+def resources(cfn: dict[str, Any]) -> dict[str, Any]:
+    """Transformed resources by logical id."""
+    return cfn["Resources"]
+
+
+def of_type(resources: dict[str, Any], kind: str) -> dict[str, Any]:
+    """Resources of one CloudFormation type."""
+    return {k: v for k, v in resources.items() if v["Type"] == kind}
+
+
+def sub_text(value: Any) -> str:
+    """The template string of a value that may be a plain string or a Fn::Sub."""
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        sub = value["Fn::Sub"]
+        return sub if isinstance(sub, str) else sub[0]
+    assert isinstance(value, str), value
+    return value
+
+
+def statements(resources: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    """Every inline policy statement of a role."""
+    out = []
+    for policy in resources[role]["Properties"].get("Policies", []):
+        out.extend(policy["PolicyDocument"]["Statement"])
+    return out
+
+
+def as_list(value: Any) -> list[Any]:
+    """A policy field that may be one value or a list."""
+    return value if isinstance(value, list) else [value]
+
+
+# ------------------------------------------------------------------ cfn-lint
+
+
+def run_cfn_lint(path: Path) -> list[dict[str, Any]]:
+    """cfn-lint's findings on a template file, as JSON records."""
+    proc = subprocess.run(
+        # cfn-lint's console entry point, run by this interpreter (no PATH lookup).
+        [sys.executable, "-c", "import sys; from cfnlint.runner import main; sys.exit(main())",
+         "--format", "json", str(path)],
+        capture_output=True,
+        text=True,
+        env={"AWS_DEFAULT_REGION": "us-east-1", "PATH": "/usr/bin:/bin"},
+    )
+    # Exit codes are a bit mask of levels found; anything it printed is JSON.
+    assert proc.stdout.strip(), f"cfn-lint printed nothing (exit {proc.returncode}): {proc.stderr}"
+    return json.loads(proc.stdout)
+
+
+def test_cfn_lint_has_no_errors_and_no_unexplained_warnings() -> None:
+    findings = run_cfn_lint(TEMPLATE)
+    errors = [f for f in findings if f["Level"] == "Error"]
+    assert not errors, json.dumps(errors, indent=1)
+    unexplained = [f for f in findings if f["Level"] == "Warning" and f["Rule"]["Id"] not in ALLOWED_WARNINGS]
+    assert not unexplained, json.dumps(unexplained, indent=1)
+
+
+def test_cfn_lint_would_catch_a_broken_template(tmp_path: Path) -> None:
+    # The lint test above is only worth something if cfn-lint sees the
+    # resources at all: a policy on a bucket that does not exist must fail.
+    broken = TEMPLATE.read_text(encoding="utf-8").replace("Bucket: !Ref PageBucket", "Bucket: !Ref NoSuchBucket")
+    assert broken != TEMPLATE.read_text(encoding="utf-8")
+    (tmp_path / "template.yaml").write_text(broken, encoding="utf-8")
+    findings = run_cfn_lint(tmp_path / "template.yaml")
+    assert any(f["Level"] == "Error" and "NoSuchBucket" in f["Message"] for f in findings), findings
+
+
+# ------------------------------------------------------------ the transform
+
+
+def test_the_translator_transforms_it_into_plain_cloudformation(cfn: dict[str, Any]) -> None:
+    assert "Transform" not in cfn
+    kinds = {r["Type"] for r in cfn["Resources"].values()}
+    assert not {k for k in kinds if k.startswith("AWS::Serverless::")}
+    assert {"AWS::Lambda::Function", "AWS::Lambda::Alias", "AWS::ApiGateway::RestApi",
+            "AWS::ApiGateway::UsagePlan", "AWS::ApiGateway::ApiKey"} <= kinds
+
+
+def test_every_handler_named_exists_in_handler_py(source: dict[str, Any]) -> None:
+    tree = ast.parse((ROOT / "handler.py").read_text(encoding="utf-8"))
+    defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    handlers = {
+        r["Properties"]["Handler"]
+        for r in source["Resources"].values()
+        if r["Type"] == "AWS::Serverless::Function"
+    }
+    assert handlers == {"handler.lambda_handler", "handler.retrain_handler", "handler.batch_handler"}
+    for handler in handlers:
+        module, _, name = handler.partition(".")
+        assert module == "handler" and name in defined, f"{handler} is not defined in handler.py"
+
+
+def functions_by_handler(resources: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Lambda functions keyed by their handler string."""
+    return {r["Properties"]["Handler"]: r for r in of_type(resources, "AWS::Lambda::Function").values()}
+
+
+def test_functions_runtime_memory_timeout_and_environment(resources: dict[str, Any]) -> None:
+    by_handler = functions_by_handler(resources)
+    scoring = by_handler["handler.lambda_handler"]["Properties"]
+    assert scoring["Runtime"] == "python3.12"
+    assert scoring["Code"] == {"S3Bucket": "packaging-bucket", "S3Key": "admission.zip"}
+    assert scoring["MemorySize"] == {"Ref": "MemorySize"}
+    assert scoring["Timeout"] == {"Ref": "Timeout"}
+    env = scoring["Environment"]["Variables"]
+    assert env["THRESHOLD"] == {"Ref": "Threshold"}
+    assert sub_text(env["MODEL_URI"]) == "s3://${AWS::StackName}-models-${AWS::AccountId}/${ModelKey}"
+    assert set(env) >= {"MODEL_URI", "THRESHOLD", "CORS_ORIGINS", "MAX_ROWS", "MODEL_REFRESH_S", "LOG_LEVEL",
+                        "MODEL_CACHE_DIR"}
+    retrain = by_handler["handler.retrain_handler"]["Properties"]
+    assert retrain["MemorySize"] == {"Ref": "RetrainMemorySize"}
+    assert retrain["Timeout"] == {"Ref": "RetrainTimeout"}
+    assert retrain["Environment"]["Variables"]["GATE_MARGIN"] == {"Ref": "GateMargin"}
+    batch = by_handler["handler.batch_handler"]["Properties"]
+    assert batch["MemorySize"] == {"Ref": "BatchMemorySize"}
+
+
+def test_retrain_gets_more_memory_and_time_than_scoring_by_default(source: dict[str, Any]) -> None:
+    params = source["Parameters"]
+    assert params["RetrainMemorySize"]["Default"] > params["MemorySize"]["Default"]
+    assert params["RetrainTimeout"]["Default"] > params["Timeout"]["Default"]
+    # API Gateway REST integrations stop waiting at 29 s.
+    assert params["Timeout"]["Default"] <= 29
+
+
+# -------------------------------------------------------------------- routes
+
+
+@pytest.fixture(scope="module")
+def api_body(resources: dict[str, Any]) -> dict[str, Any]:
+    """The REST API's OpenAPI body."""
+    (api,) = of_type(resources, "AWS::ApiGateway::RestApi").values()
+    return api["Properties"]["Body"]
+
+
+def test_routes_are_proxy_integrations_of_the_live_alias(api_body: dict[str, Any], resources: dict[str, Any]) -> None:
+    routes = {(path, method) for path, methods in api_body["paths"].items() for method in methods}
+    assert routes == {
+        ("/predict", "post"), ("/predict", "get"), ("/predict", "options"),
+        ("/ping", "get"),
+        ("/metadata", "get"), ("/metadata", "options"),
+    }
+    (alias_id,) = of_type(resources, "AWS::Lambda::Alias")
+    for path, methods in api_body["paths"].items():
+        for method, spec in methods.items():
+            integration = spec["x-amazon-apigateway-integration"]
+            assert integration["type"] == "aws_proxy", (path, method)
+            assert integration["httpMethod"] == "POST"
+            # The API calls the alias, so moving the alias rolls the API back.
+            assert "${%s}" % alias_id in sub_text(integration["uri"]), (path, method)
+
+
+def test_api_key_on_prediction_routes_only(api_body: dict[str, Any]) -> None:
+    keyed = {
+        (path, method)
+        for path, methods in api_body["paths"].items()
+        for method, spec in methods.items()
+        if {"api_key": []} in spec.get("security", [])
+    }
+    assert keyed == {("/predict", "post"), ("/predict", "get")}
+    assert api_body["securityDefinitions"]["api_key"] == {"type": "apiKey", "name": "x-api-key", "in": "header"}
+    # /ping, /metadata and preflights declare no security at all (open).
+    assert api_body["paths"]["/ping"]["get"]["security"] == []
+
+
+def test_usage_plan_links_the_key_to_the_stage_with_throttle_and_quota(resources: dict[str, Any]) -> None:
+    (plan_id, plan), = of_type(resources, "AWS::ApiGateway::UsagePlan").items()
+    (key_id, key), = of_type(resources, "AWS::ApiGateway::ApiKey").items()
+    (link,) = of_type(resources, "AWS::ApiGateway::UsagePlanKey").values()
+    (stage_id, stage), = of_type(resources, "AWS::ApiGateway::Stage").items()
+    (api_id,) = of_type(resources, "AWS::ApiGateway::RestApi")
+    props = plan["Properties"]
+    # The original's limits, as parameter defaults.
+    assert props["Throttle"] == {"RateLimit": 10, "BurstLimit": 20}
+    assert props["Quota"] == {"Limit": 500, "Period": "DAY"}
+    assert props["ApiStages"] == [{"ApiId": {"Ref": api_id}, "Stage": {"Ref": stage_id}}]
+    assert link["Properties"] == {"KeyId": {"Ref": key_id}, "KeyType": "API_KEY", "UsagePlanId": {"Ref": plan_id}}
+    assert key["Properties"]["Enabled"] is True
+    assert stage["Properties"]["StageName"] == STAGE
+
+
+def test_throttle_and_quota_parameters_reach_the_usage_plan(region: None, source: dict[str, Any]) -> None:
+    cfn = transform(source, {"ThrottleRateLimit": 3, "ThrottleBurstLimit": 4, "QuotaPerDay": 99})
+    (plan,) = of_type(cfn["Resources"], "AWS::ApiGateway::UsagePlan").values()
+    assert plan["Properties"]["Throttle"] == {"RateLimit": 3, "BurstLimit": 4}
+    assert plan["Properties"]["Quota"] == {"Limit": 99, "Period": "DAY"}
+
+
+def test_stage_throttles_the_open_routes_too(resources: dict[str, Any]) -> None:
+    (stage,) = of_type(resources, "AWS::ApiGateway::Stage").values()
+    (setting,) = stage["Properties"]["MethodSettings"]
+    assert setting["ResourcePath"] == "/*" and setting["HttpMethod"] == "*"
+    assert setting["ThrottlingRateLimit"] == {"Ref": "ThrottleRateLimit"}
+
+
+def test_cors_preflight_is_open_and_gateway_errors_carry_cors_headers(
+    api_body: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    for path in ("/predict", "/metadata"):
+        assert api_body["paths"][path]["options"]["security"] == [], path
+    responses = api_body["x-amazon-apigateway-gateway-responses"]
+    for kind in ("DEFAULT_4XX", "DEFAULT_5XX"):
+        headers = responses[kind]["responseParameters"]
+        assert headers["gatewayresponse.header.Access-Control-Allow-Origin"] == "'*'"
+        assert "X-Api-Key" in headers["gatewayresponse.header.Access-Control-Allow-Headers"]
+    # The function answers preflights with the origins from this parameter.
+    scoring = functions_by_handler(resources)["handler.lambda_handler"]
+    assert scoring["Properties"]["Environment"]["Variables"]["CORS_ORIGINS"] == {"Ref": "CorsOrigins"}
+
+
+def test_api_gateway_may_invoke_only_the_alias(resources: dict[str, Any]) -> None:
+    (alias_id,) = of_type(resources, "AWS::Lambda::Alias")
+    api_permissions = [
+        p["Properties"] for p in of_type(resources, "AWS::Lambda::Permission").values()
+        if p["Properties"]["Principal"] == "apigateway.amazonaws.com"
+    ]
+    assert len(api_permissions) == 6
+    for permission in api_permissions:
+        assert permission["FunctionName"] == {"Ref": alias_id}
+
+
+# ---------------------------------------------------------------- the alias
+
+
+def test_alias_live_points_at_a_published_version(resources: dict[str, Any]) -> None:
+    (alias,) = of_type(resources, "AWS::Lambda::Alias").values()
+    (version_id, version), = of_type(resources, "AWS::Lambda::Version").items()
+    scoring_id = next(k for k, v in of_type(resources, "AWS::Lambda::Function").items()
+                      if v["Properties"]["Handler"] == "handler.lambda_handler")
+    assert alias["Properties"]["Name"] == "live"
+    assert alias["Properties"]["FunctionVersion"] == {"Fn::GetAtt": [version_id, "Version"]}
+    assert version["Properties"]["FunctionName"] == {"Ref": scoring_id}
+    # Old versions stay when a new one is published, so there is one to go back to.
+    assert version["DeletionPolicy"] == "Retain"
+
+
+# ------------------------------------------------------------------ IAM
+
+
+def s3_grants(resources: dict[str, Any], role: str) -> dict[str, set[str]]:
+    """S3 action -> the resource ARNs (as Sub templates) a role is allowed on."""
+    grants: dict[str, set[str]] = {}
+    for statement in statements(resources, role):
+        assert statement["Effect"] == "Allow"
+        for action in as_list(statement["Action"]):
+            assert action.startswith("s3:"), f"{role} has a non-S3 inline permission {action}"
+            assert "*" not in action, f"{role} has a wildcard action {action}"
+            for resource in as_list(statement["Resource"]):
+                grants.setdefault(action, set()).add(sub_text(resource))
+    return grants
+
+
+BUCKET_ARN = "arn:${AWS::Partition}:s3:::${AWS::StackName}-models-${AWS::AccountId}"
+
+
+def role_of(resources: dict[str, Any], handler: str) -> str:
+    """The logical id of a function's role."""
+    role = functions_by_handler(resources)[handler]["Properties"]["Role"]
+    return role["Fn::GetAtt"][0]
+
+
+def test_scoring_role_reads_the_models_prefix_and_nothing_else(resources: dict[str, Any]) -> None:
+    grants = s3_grants(resources, role_of(resources, "handler.lambda_handler"))
+    assert grants == {
+        "s3:GetObject": {BUCKET_ARN + "/models/*"},
+        # Names only, for honest 404s (see the template's comment).
+        "s3:ListBucket": {BUCKET_ARN},
+    }
+
+
+def test_model_uri_is_inside_what_the_scoring_role_may_read(source: dict[str, Any], resources: dict[str, Any]) -> None:
+    key = source["Parameters"]["ModelKey"]["Default"]
+    pattern = source["Parameters"]["ModelKey"]["AllowedPattern"]
+    assert re.fullmatch(pattern, key)
+    # Any key the parameter accepts is under models/, which the role reads.
+    assert pattern == "^models/.+"
+    assert not re.fullmatch(pattern, "data/admission.rds")
+    assert key.endswith("/"), "the default MODEL_URI is the versioned folder the retrain function writes"
+
+
+def test_retrain_role_reads_data_and_writes_models_only(resources: dict[str, Any]) -> None:
+    grants = s3_grants(resources, role_of(resources, "handler.retrain_handler"))
+    assert grants == {
+        "s3:GetObject": {BUCKET_ARN + "/data/*", BUCKET_ARN + "/models/*"},
+        "s3:PutObject": {BUCKET_ARN + "/models/*"},
+        "s3:ListBucket": {BUCKET_ARN},
+    }
+
+
+def test_batch_role_writes_outputs_only(resources: dict[str, Any]) -> None:
+    grants = s3_grants(resources, role_of(resources, "handler.batch_handler"))
+    assert grants == {
+        "s3:GetObject": {BUCKET_ARN + "/inputs/*", BUCKET_ARN + "/models/*"},
+        "s3:PutObject": {BUCKET_ARN + "/outputs/*"},
+        "s3:ListBucket": {BUCKET_ARN},
+    }
+
+
+def test_roles_log_through_the_basic_execution_policy_only(resources: dict[str, Any]) -> None:
+    for role in of_type(resources, "AWS::IAM::Role").values():
+        assert role["Properties"]["ManagedPolicyArns"] == [
+            "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+        ]
+
+
+# ----------------------------------------------------- buckets and triggers
+
+
+def test_model_bucket_is_versioned_private_encrypted_and_deterministically_named(resources: dict[str, Any]) -> None:
+    bucket = resources["ModelBucket"]["Properties"]
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    assert len(bucket["PublicAccessBlockConfiguration"]) == 4
+    rule = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    # The policies refer to this exact name rather than !Ref ModelBucket.
+    assert sub_text(bucket["BucketName"]) == "${AWS::StackName}-models-${AWS::AccountId}"
+
+
+def triggered(notifications: list[dict[str, Any]], key: str) -> list[str]:
+    """Which functions an object created at ``key`` would invoke."""
+    out = []
+    for config in notifications:
+        assert config["Event"] == "s3:ObjectCreated:*"
+        rules = {r["Name"]: r["Value"] for r in config["Filter"]["S3Key"]["Rules"]}
+        if key.startswith(rules.get("prefix", "")) and key.endswith(rules.get("suffix", "")):
+            out.append(config["Function"]["Fn::GetAtt"][0])
+    return out
+
+
+def test_s3_triggers_fire_on_their_prefixes_and_never_on_what_functions_write(resources: dict[str, Any]) -> None:
+    notifications = resources["ModelBucket"]["Properties"]["NotificationConfiguration"]["LambdaConfigurations"]
+    ids = {r["Properties"]["Handler"]: k for k, r in of_type(resources, "AWS::Lambda::Function").items()}
+    assert triggered(notifications, "data/2026-11.csv") == [ids["handler.retrain_handler"]]
+    assert triggered(notifications, "inputs/applicants.csv") == [ids["handler.batch_handler"]]
+    for written in ("outputs/applicants.csv", "outputs/applicants.errors.csv",
+                    "models/admission/v-0123.rds", "models/admission/v-0123.json",
+                    "models/admission/current.json", "data/notes.txt", "inputs/readme.md"):
+        assert triggered(notifications, written) == [], written
+
+
+def test_s3_may_invoke_the_triggered_functions(resources: dict[str, Any]) -> None:
+    s3_permissions = [p for p in of_type(resources, "AWS::Lambda::Permission").values()
+                      if p["Properties"]["Principal"] == "s3.amazonaws.com"]
+    assert len(s3_permissions) == 2
+    # The bucket is created after the permissions, or S3 refuses the config.
+    assert set(resources["ModelBucket"]["DependsOn"]) == {
+        k for k, p in of_type(resources, "AWS::Lambda::Permission").items()
+        if p["Properties"]["Principal"] == "s3.amazonaws.com"
+    }
+
+
+def references(value: Any) -> set[str]:
+    """Logical ids a value refers to through Ref, Fn::GetAtt or Fn::Sub."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "Ref" and isinstance(inner, str):
+                found.add(inner.split(".")[0])
+            elif key == "Fn::GetAtt":
+                target = inner[0] if isinstance(inner, list) else inner.split(".")[0]
+                found.add(target)
+            elif key == "Fn::Sub":
+                text = inner if isinstance(inner, str) else inner[0]
+                found.update(n.split(".")[0] for n in re.findall(r"\$\{([^}!]+)\}", text))
+                if isinstance(inner, list):
+                    found.update(references(inner[1]))
+            else:
+                found.update(references(inner))
+    elif isinstance(value, list):
+        for inner in value:
+            found.update(references(inner))
+    return found
+
+
+def test_no_circular_dependency(cfn: dict[str, Any]) -> None:
+    resources = cfn["Resources"]
+    graph = {}
+    for name, resource in resources.items():
+        deps = references(resource.get("Properties", {})) | set(as_list(resource.get("DependsOn", [])))
+        graph[name] = {d for d in deps if d in resources}
+    # The edge that would close the classic cycle must not exist.
+    assert "ModelBucket" not in graph[next(k for k in resources if k.startswith("ScoringFunctionRole"))]
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        if state.get(node) == 2:
+            return
+        assert state.get(node) != 1, "cycle: " + " -> ".join(path + [node])
+        state[node] = 1
+        for dep in sorted(graph[node]):
+            visit(dep, path + [node])
+        state[node] = 2
+
+    for node in sorted(graph):
+        visit(node, [])
+
+
+def test_page_bucket_is_private_and_read_by_cloudfront_alone(resources: dict[str, Any]) -> None:
+    bucket = resources["PageBucket"]["Properties"]
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    (statement,) = resources["PageBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "cloudfront.amazonaws.com"}
+    assert statement["Action"] == "s3:GetObject"
+    source_arn = sub_text(statement["Condition"]["StringEquals"]["AWS:SourceArn"])
+    assert source_arn.endswith(":distribution/${PageDistribution}")
+
+
+def test_distribution_uses_origin_access_control_and_never_caches_config(resources: dict[str, Any]) -> None:
+    config = resources["PageDistribution"]["Properties"]["DistributionConfig"]
+    (origin,) = config["Origins"]
+    assert origin["OriginAccessControlId"] == {"Fn::GetAtt": ["PageOriginAccessControl", "Id"]}
+    assert origin["S3OriginConfig"] == {"OriginAccessIdentity": ""}
+    assert origin["DomainName"] == {"Fn::GetAtt": ["PageBucket", "RegionalDomainName"]}
+    oac = resources["PageOriginAccessControl"]["Properties"]["OriginAccessControlConfig"]
+    assert (oac["SigningBehavior"], oac["SigningProtocol"], oac["OriginAccessControlOriginType"]) == (
+        "always", "sigv4", "s3")
+    assert config["DefaultRootObject"] == "index.html"
+    assert config["DefaultCacheBehavior"]["ViewerProtocolPolicy"] == "redirect-to-https"
+    (config_behaviour,) = config["CacheBehaviors"]
+    assert config_behaviour["PathPattern"] == "config.json"
+    # AWS's managed CachingDisabled policy.
+    assert config_behaviour["CachePolicyId"] == "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
+
+
+# ----------------------------------------------------- logs, alarm, outputs
+
+
+def test_functions_log_json_to_log_groups_with_retention(resources: dict[str, Any]) -> None:
+    groups = of_type(resources, "AWS::Logs::LogGroup")
+    for function in of_type(resources, "AWS::Lambda::Function").values():
+        logging_config = function["Properties"]["LoggingConfig"]
+        assert logging_config["LogFormat"] == "JSON"
+        (group_id,) = references(logging_config["LogGroup"])
+        assert groups[group_id]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        assert function["Properties"]["Environment"]["Variables"]["LOG_LEVEL"] == {"Ref": "LogLevel"}
+
+
+def test_lambda_log_filter_never_drops_what_the_code_logs(source: dict[str, Any]) -> None:
+    levels = source["Mappings"]["LambdaLogLevel"]
+    assert set(levels) == set(source["Parameters"]["LogLevel"]["AllowedValues"])
+    # Lambda reads Python's WARNING (and lines without its timestamp key) as
+    # INFO, so it must never filter above INFO.
+    assert {v["Level"] for v in levels.values()} <= {"DEBUG", "INFO"}
+
+
+def test_alarm_watches_the_5xx_rate_of_this_api_stage(resources: dict[str, Any], source: dict[str, Any]) -> None:
+    (alarm,) = of_type(resources, "AWS::CloudWatch::Alarm").values()
+    props = alarm["Properties"]
+    assert (props["Namespace"], props["MetricName"], props["Statistic"]) == ("AWS/ApiGateway", "5XXError", "Average")
+    dims = {d["Name"]: d["Value"] for d in props["Dimensions"]}
+    (api,) = of_type(resources, "AWS::ApiGateway::RestApi").values()
+    assert sub_text(dims["ApiName"]) == sub_text(api["Properties"]["Name"])
+    assert dims["Stage"] == STAGE
+    assert props["Threshold"] == {"Ref": "FiveXXRateThreshold"}
+    assert props["TreatMissingData"] == "notBreaching"
+
+
+def test_outputs_name_the_api_the_page_and_the_model_bucket(cfn: dict[str, Any]) -> None:
+    outputs = cfn["Outputs"]
+    assert sub_text(outputs["ApiUrl"]["Value"]).endswith(f".execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/{STAGE}/")
+    assert sub_text(outputs["PageUrl"]["Value"]) == "https://${PageDistribution.DomainName}/"
+    assert outputs["ModelBucketName"]["Value"] == {"Ref": "ModelBucket"}
+    # deploy.sh reads these too.
+    assert {"ModelUri", "PageBucketName", "DistributionId", "ApiKeyId"} <= set(outputs)
+    assert outputs["ApiKeyId"]["Value"]["Ref"] in cfn["Resources"]
