@@ -255,3 +255,30 @@ def test_form_is_built_from_metadata_for_another_model(regression_model: Path, p
         assert page.console_errors == []
     finally:
         srv.stop()
+
+
+def test_multiclass_model_shows_class_and_probabilities(page: Any, tmp_path: Path) -> None:
+    """A randomForest on iris: numeric inputs named with dots, a class and one probability per class."""
+    if subprocess.run(["Rscript", "-e", "library(randomForest)"], capture_output=True).returncode != 0:
+        pytest.skip("r-cran-randomforest is not installed (make system)")
+    model = tmp_path / "rf.rds"
+    subprocess.run(["Rscript", "-e", "suppressMessages(library(randomForest)); set.seed(1);"
+                    f" saveRDS(randomForest(Species ~ ., data = iris, ntree = 50), '{model}')"], check=True, timeout=120)
+    srv = LocalServer(model, tmp_path)
+    try:
+        open_form(page, srv.base + "/")
+        row = {"Sepal.Length": "6.3", "Sepal.Width": "2.9", "Petal.Length": "5.6", "Petal.Width": "1.8"}
+        for name, value in row.items():
+            page.fill(f'[id="field-{name}"]', value)
+        page.click("#submit")
+        page.wait_for_selector("#class-block:not([hidden])")
+        status, expected = srv.api("POST", "/predict", {k: float(v) for k, v in row.items()})
+        assert status == 200
+        assert page.text_content("#predicted-class") == expected["class"]
+        shown = page.eval_on_selector_all(
+            "#class-probabilities tr", "trs => trs.map(t => [t.dataset.class, +t.querySelector('td').dataset.value])")
+        assert dict(shown) == expected["probabilities"]
+        assert page.is_hidden("#chart-panel") and page.is_hidden("#probability-line") and page.is_hidden("#prediction-line")
+        assert page.console_errors == []
+    finally:
+        srv.stop()

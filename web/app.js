@@ -153,11 +153,27 @@
   }
 
   function showResult(answer) {
-    const binary = state.meta.kind === "binary";
+    const kind = state.meta.kind;
+    const binary = kind === "binary";
     $("probability-line").hidden = !binary;
-    $("prediction-line").hidden = binary;
     $("decision").parentElement.hidden = !binary;
-    if (binary) {
+    $("prediction-line").hidden = kind !== "regression";
+    $("class-block").hidden = kind !== "multiclass";
+    if (kind === "multiclass") {
+      $("predicted-class").textContent = answer.class;
+      const rows = Object.entries(answer.probabilities || {}).map(([label, p]) => {
+        const tr = document.createElement("tr");
+        const th = document.createElement("th");
+        th.scope = "row";
+        th.textContent = label;
+        const td = document.createElement("td");
+        setNumber(td, p, (v) => (v * 100).toFixed(1) + "%");
+        tr.dataset.class = label;
+        tr.append(th, td);
+        return tr;
+      });
+      $("class-probabilities").tBodies[0].replaceChildren(...rows);
+    } else if (binary) {
       const decision = $("decision");
       decision.textContent = state.admission ? (answer.result ? "Admit" : "Reject") : String(answer.result);
       decision.className = answer.result ? "admit" : "reject";
