@@ -41,10 +41,15 @@ rl_known_classes <- c(
 # Read a model file. The caller has checked where the file came from (and,
 # with a manifest, its sha256) before this runs: readRDS of an untrusted file
 # can run code in R < 4.4.0 (CVE-2024-27322). An object that refers to a
-# package namespace makes readRDS load it; a missing one is only a warning
-# from R (the object is silently rebound to .GlobalEnv), so it is turned into
-# a refusal that names the package.
+# package namespace makes readRDS load it; a missing one is silently rebound
+# to .GlobalEnv (R warns only when _R_NO_REPORT_MISSING_NAMESPACES_ is
+# "false"), so the warning is switched on and turned into a refusal that
+# names the package.
 rl_read <- function(path) {
+  old <- Sys.getenv("_R_NO_REPORT_MISSING_NAMESPACES_", unset = NA)
+  Sys.setenv("_R_NO_REPORT_MISSING_NAMESPACES_" = "false")
+  on.exit(if (is.na(old)) Sys.unsetenv("_R_NO_REPORT_MISSING_NAMESPACES_")
+          else Sys.setenv("_R_NO_REPORT_MISSING_NAMESPACES_" = old))
   missing <- character(0)
   fit <- withCallingHandlers(
     tryCatch(readRDS(path), error = function(e) {
@@ -146,10 +151,15 @@ rl_direct_packages <- function(fit) {
   }
   cl <- class(fit)
   if (isS4(fit) && !is.null(attr(cl, "package"))) out <- c(out, attr(cl, "package"))
-  for (c1 in cl) {
-    pkg <- if (c1 %in% c("lm", "glm", "mlm", "data.frame")) NULL else
-      if (c1 %in% names(rl_known_classes)) rl_known_classes[[c1]] else rl_method_package(c1)
-    out <- c(out, pkg)
+  known <- unname(rl_known_classes[intersect(cl, names(rl_known_classes))])
+  out <- c(out, known)
+  # Only a class this file does not know is looked up, first class first:
+  # the look-up may read every installed package's NAMESPACE file.
+  if (!length(known) && !any(cl %in% c("lm", "glm", "mlm"))) {
+    for (c1 in cl) {
+      pkg <- rl_method_package(c1)
+      if (!is.null(pkg)) { out <- c(out, pkg); break }
+    }
   }
   if (inherits(fit, "train")) {
     out <- c(out, as.character(fit$modelInfo$library))
@@ -445,7 +455,8 @@ rl_preprocessing <- function(fit) {
     return(paste0("recipe: ", paste(steps, collapse = ", ")))
   }
   if (inherits(fit, "train") && !is.null(fit$preProcess)) {
-    return(paste0("caret preProcess: ", paste(names(fit$preProcess$method), collapse = ", ")))
+    steps <- setdiff(names(fit$preProcess$method), "ignore")
+    return(paste0("caret preProcess: ", paste(steps, collapse = ", ")))
   }
   ""
 }
@@ -460,6 +471,11 @@ rl_load <- function(path) {
   inner <- if (inherits(fit, "rlambda_bundle")) fit$model else fit
   proto <- if (inherits(fit, "rlambda_bundle")) rl_proto_frame(fit$ptype, fit$levels %||% list())
            else rl_proto_of(fit)
+  nolevels <- proto$names[proto$types == "factor" & lengths(proto$levels) == 0L]
+  if (length(nolevels)) {
+    rl_refuse("this ", class(inner)[[1L]], " model does not record the levels of factor predictor(s) ",
+              paste(nolevels, collapse = ", "), "; save it with rlambda_bundle(model, data) from models/bundle.R")
+  }
   out <- rl_outputs(fit)
   has_predict <- inherits(inner, c("lm", "glm")) ||
     any(vapply(class(inner), function(c1) !is.null(getS3method("predict", c1, optional = TRUE)), logical(1))) ||

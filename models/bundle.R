@@ -1,0 +1,91 @@
+# Save a model together with its preprocessing and its input prototype, for
+# rlambda to serve (vetiver-style: the prototype is taken from the training
+# data, so the service knows each predictor's type and factor levels).
+#
+#   source("models/bundle.R")
+#   rec <- recipes::prep(recipes::recipe(mpg ~ ., data = train) |>
+#                          recipes::step_normalize(recipes::all_numeric_predictors()),
+#                        training = train)
+#   fit <- lm(mpg ~ ., data = recipes::bake(rec, new_data = NULL))
+#   rlambda_save(rlambda_bundle(fit, data = train, recipe = rec), "model.rds")
+#
+# At predict time the service runs predict(model, bake(recipe, new_rows)).
+# A bundle without a recipe is how to give a ranger or randomForest x/y model
+# (which record no factor levels or types) an exact prototype.
+
+#' Bundle a fitted model with its (prepped) recipe and input prototype.
+#'
+#' @param model the fitted model (lm, glm, randomForest, ranger, caret train, ...)
+#' @param data the training data as the client will send it (raw, before the recipe);
+#'   only its column types and factor levels are kept (a zero-row data frame).
+#' @param recipe a prepped recipes::recipe, or NULL
+#' @param outcome names of outcome columns to leave out of the prototype; by
+#'   default the recipe's outcome role, or the model formula's response.
+#' @return a list of class "rlambda_bundle"
+rlambda_bundle <- function(model, data, recipe = NULL, outcome = NULL) {
+  stopifnot(is.data.frame(data))
+  if (!is.null(recipe)) {
+    if (!inherits(recipe, "recipe")) stop("recipe must be a recipes::recipe")
+    trained <- vapply(recipe$steps, function(s) isTRUE(s$trained), logical(1))
+    if (!all(trained)) stop("prep() the recipe on the training data before bundling it")
+  }
+  predictors <- rlambda_predictors(model, data, recipe, outcome)
+  missing <- setdiff(predictors, names(data))
+  if (length(missing)) stop("data lacks predictor column(s) ", paste(missing, collapse = ", "))
+  ptype <- as.data.frame(data[0L, predictors, drop = FALSE])
+  # Character predictors: the values seen in training, so the service can
+  # validate them (the recipe's step_dummy would turn an unseen one into NA).
+  levels <- list()
+  for (v in predictors) {
+    if (is.character(data[[v]])) levels[[v]] <- sort(unique(data[[v]][!is.na(data[[v]])]))
+  }
+  bundle <- structure(
+    list(model = model, recipe = recipe, ptype = ptype, levels = levels, packages = character(0)),
+    class = "rlambda_bundle"
+  )
+  # The packages are recorded now, where they are installed, so a service
+  # that lacks one can still name it.
+  bundle$packages <- rlambda_bundle_packages(bundle)
+  bundle
+}
+
+rlambda_predictors <- function(model, data, recipe, outcome) {
+  if (!is.null(recipe)) {
+    info <- recipe$var_info
+    return(info$variable[info$role %in% "predictor"])
+  }
+  tt <- if (inherits(model, "ranger")) NULL else tryCatch(terms(model), error = function(e) NULL)
+  if (is.null(outcome) && !is.null(tt)) return(all.vars(delete.response(tt)))
+  if (inherits(model, "ranger")) return(model$forest$independent.variable.names)
+  setdiff(names(data), outcome)
+}
+
+# rlambda/serve.R beside this file's folder, found while this file is being
+# source()d (source() keeps the file name in its frame as `ofile`).
+rlambda_serve_R <- local({
+  here <- NULL
+  for (i in rev(seq_len(sys.nframe()))) {
+    f <- sys.frame(i)$ofile
+    if (!is.null(f)) { here <- dirname(normalizePath(f)); break }
+  }
+  if (is.null(here)) here <- "models"
+  normalizePath(file.path(here, "..", "rlambda", "serve.R"), mustWork = FALSE)
+})
+
+rlambda_bundle_packages <- function(bundle) {
+  if (!file.exists(rlambda_serve_R)) {
+    warning("cannot find rlambda/serve.R; the bundle records no package names")
+    return(character(0))
+  }
+  env <- new.env()
+  sys.source(rlambda_serve_R, envir = env)
+  env$rl_packages(bundle)
+}
+
+#' Save a bundle (or any model) for rlambda: saveRDS to a temporary name, then rename.
+rlambda_save <- function(object, path) {
+  tmp <- paste0(path, ".tmp")
+  saveRDS(object, tmp)
+  if (!file.rename(tmp, path)) stop("cannot write ", path)
+  invisible(path)
+}
