@@ -124,7 +124,16 @@ def start() -> None:
             # initr_simple: skips rpy2's extra `Rscript` call that copies the
             # R front-end's environment variables; embedded R reads
             # R_HOME/etc/Renviron itself.
+            # rpy2 prepends R's library path to os.environ["LD_LIBRARY_PATH"]
+            # at init. It is too late to matter for this process, but every
+            # child process inherits it: a pyenv Python started from here
+            # then loads Debian's libpython (seen: 3.11.2 instead of 3.11.7).
+            saved = os.environ.get("LD_LIBRARY_PATH")
             ri.initr_simple()
+            if saved is None:
+                os.environ.pop("LD_LIBRARY_PATH", None)
+            else:
+                os.environ["LD_LIBRARY_PATH"] = saved
             env = ri.baseenv["new.env"]()
             try:
                 ri.evalr(_HELPERS.read_text(encoding="utf-8"), envir=env)

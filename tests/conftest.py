@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 EVENTS = Path(__file__).resolve().parent / "events"
 MODEL = ROOT / "models" / "admission.rds"
 sys.path.insert(0, str(ROOT))
+
+# handler.py builds its app from the environment at import, and whichever
+# test imports it first fixes that for the session: make it the local model,
+# with a cache of its own, and never a real AWS endpoint.
+os.environ["MODEL_URI"] = str(MODEL)
+os.environ["MODEL_CACHE_DIR"] = tempfile.mkdtemp(prefix="rlambda-test-cache-")
+os.environ.pop("AWS_ENDPOINT_URL", None)
 
 
 @dataclass
