@@ -195,14 +195,16 @@ def invoke(root: str, event_path: str, handler_name: str) -> tuple[dict[str, Any
         sys.exit(EXIT_USAGE)
     sys.path.insert(0, root)
     with stdout_to_stderr():
+        module, _, name = handler_name.rpartition(".")
         try:
             function = load(handler_name)
-        except Exception as exc:  # what Lambda reports when the handler cannot be imported
-            module = handler_name.rpartition(".")[0]
-            payload = error_payload(
-                exc, context.aws_request_id, "Runtime.ImportModuleError",
-                f"Unable to import module '{module}': {exc}",
-            )
+        except AttributeError:  # the errors Lambda reports for a handler it cannot load
+            payload = error_payload(Exception(), context.aws_request_id, "Runtime.HandlerNotFound",
+                                    f"Handler '{name}' missing on module '{module}'")
+            return failed, json.dumps(payload)
+        except Exception as exc:
+            payload = error_payload(exc, context.aws_request_id, "Runtime.ImportModuleError",
+                                    f"Unable to import module '{module}': {exc}")
             payload["stackTrace"] = []
             return failed, json.dumps(payload)
         try:
