@@ -508,13 +508,14 @@ class _Connection(asyncio.Protocol):
         return now - self.last_active
 
 
-async def _serve(sock: socket.socket, server: Server) -> None:
-    """Serve on ``sock`` until SIGINT or SIGTERM."""
+async def _serve(sock: socket.socket, server: Server, ready: str) -> None:
+    """Serve on ``sock`` until SIGINT or SIGTERM; print ``ready`` once both are in place."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     listener = await loop.create_server(lambda: _Connection(server), sock=sock, backlog=1024)
+    print(ready, flush=True)
 
     async def reap_idle() -> None:
         # One sweep every few seconds instead of a timer per request.
@@ -579,8 +580,8 @@ def _warm(handler: Handler) -> str:
 
 def _run_worker(sock: socket.socket, web: Path, access_log: bool) -> int:
     handler = _load_handler()
-    print(f"rlambda.local: [{os.getpid()}] {_warm(handler)}", flush=True)
-    asyncio.run(_serve(sock, Server(handler, StaticFiles(web), access_log)))
+    ready = f"rlambda.local: [{os.getpid()}] {_warm(handler)}"
+    asyncio.run(_serve(sock, Server(handler, StaticFiles(web), access_log), ready))
     return 0
 
 

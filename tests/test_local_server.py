@@ -34,7 +34,7 @@ TRANSPORT_HEADERS = {"date", "content-length", "connection", "x-amzn-requestid"}
 class LocalServer:
     """``python -m rlambda.local`` on a free port, stopped with SIGINT."""
 
-    def __init__(self, model: Path, tmp: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, model: Path | str, tmp: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.stderr_path = tmp / f"server-{uuid.uuid4().hex[:8]}.log"
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
@@ -53,7 +53,7 @@ class LocalServer:
         self.host, port = self.url.rsplit(":", 1)
         self.port = int(port)
         ready = self.line()
-        assert "model " in ready, ready
+        assert "(version " in ready, ready
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None
@@ -389,7 +389,7 @@ def test_port_in_use_is_one_line_and_exit_2(server: LocalServer) -> None:
 def test_sigint_stops_cleanly(model_path: Path, tmp_path: Path, workers: int) -> None:
     srv = LocalServer(model_path, tmp_path, "--workers", str(workers))
     for _ in range(workers - 1):
-        assert "model " in srv.line()
+        assert "(version " in srv.line()
     # An idle keep-alive connection must not keep the server from stopping.
     idle = srv.connection()
     idle.request("GET", "/ping")
@@ -427,3 +427,40 @@ def test_model_missing_is_503_from_the_handler(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
+
+
+def test_model_from_an_s3_compatible_endpoint(model_path: Path, tmp_path: Path, server: LocalServer) -> None:
+    """MODEL_URI=s3://... with AWS_ENDPOINT_URL: any S3-compatible store (here moto's server)."""
+    import boto3
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s3_port = s.getsockname()[1]
+    moto = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{s3_port}"
+    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+             "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}
+    srv = None
+    try:
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        for _ in range(300):  # moto's server takes a moment to listen (bounded)
+            try:
+                client.create_bucket(Bucket="models")
+                break
+            except Exception:
+                time.sleep(0.1)
+        client.upload_file(str(model_path), "models", "admission.rds")
+        srv = LocalServer("s3://models/admission.rds", tmp_path, env=creds)
+        body = b'{"gre": 640, "gpa": 3.3, "rank": 3}'
+        _, _, from_s3, _, _ = via_http(srv, "POST", "/predict", JSON, body)
+        _, _, from_file, _, _ = via_http(server, "POST", "/predict", JSON, body)
+        assert from_s3["model"]["uri"] == "s3://models/admission.rds"
+        assert from_s3["probability"] == from_file["probability"]
+        assert from_s3["model"]["sha256"] == from_file["model"]["sha256"]
+    finally:
+        if srv is not None:
+            srv.stop()
+        moto.terminate()
+        moto.wait(timeout=30)

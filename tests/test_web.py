@@ -45,7 +45,7 @@ class LocalServer:
         threading.Thread(target=lambda: [lines.put(l) for l in self.proc.stdout], daemon=True).start()  # type: ignore[union-attr]
         first = lines.get(timeout=120)
         self.base = "http://" + first.split("http://", 1)[1].split("/", 1)[0]
-        assert "model " in lines.get(timeout=120)
+        assert "(version " in lines.get(timeout=120)
 
     def api(self, method: str, path: str, doc: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
         """Call the API directly (not through the page): the reference answer."""
