@@ -1,0 +1,367 @@
+"""Any fitted R model is served: lm/glm of every family, forests, caret, recipes bundles.
+
+tests/fixtures/fit_models.R fits one model per kind on data sets R and the
+packages ship, and writes new rows as JSON. The served numbers are compared
+with the model's own predict() run in a separate Rscript process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIT_MODELS = ROOT / "tests" / "fixtures" / "fit_models.R"
+
+# Deterministic predictions: the service must match R to this tolerance.
+TOL = 1e-12
+
+# name -> kind
+CASES = {
+    "glm_binomial": "binary",
+    "glm_poisson": "regression",
+    "glm_gamma": "regression",
+    "glm_gaussian": "regression",
+    "lm": "regression",
+    "rf_multiclass": "multiclass",
+    "rf_binary": "binary",
+    "rf_regression": "regression",
+    "rf_ordered_bundle": "regression",
+    "ranger_probability": "multiclass",
+    "ranger_classification": "multiclass",
+    "ranger_regression": "regression",
+    "ranger_bundle": "regression",
+    "caret_multiclass": "multiclass",
+    "caret_regression": "regression",
+    "recipe_lm": "regression",
+    "recipe_rf": "multiclass",
+}
+
+# R's own predict for each model type, in its own process. Writes one line per
+# row: the class probabilities (or the value), a tab, R's predicted class.
+R_PREDICT = r"""
+args <- commandArgs(trailingOnly = TRUE)
+fit <- readRDS(args[[1]])
+# Only the packages this model needs: caret alone takes seconds to load.
+need <- c(ranger = "ranger", randomForest = "randomForest", train = "caret", rlambda_bundle = "recipes")
+for (cl in intersect(c(class(fit), class(fit$model)), names(need))) loadNamespace(need[[cl]])
+nd <- readRDS(args[[2]])
+if (inherits(fit, "rlambda_bundle")) {
+  if (!is.null(fit$recipe)) nd <- recipes::bake(fit$recipe, new_data = nd)
+  fit <- fit$model
+}
+cls <- rep("", nrow(nd))
+if (inherits(fit, c("lm", "glm"))) {
+  v <- matrix(predict(fit, newdata = nd, type = "response"))
+} else if (inherits(fit, "randomForest")) {
+  if (fit$type == "classification") {
+    v <- predict(fit, newdata = nd, type = "prob")
+    cls <- as.character(predict(fit, newdata = nd, type = "response"))
+  } else v <- matrix(predict(fit, newdata = nd))
+} else if (inherits(fit, "ranger")) {
+  p <- predict(fit, data = nd)$predictions
+  if (fit$treetype == "Probability estimation") {
+    v <- p[, fit$forest$levels]
+  } else if (fit$treetype == "Classification") {
+    cls <- as.character(p)
+    trees <- predict(fit, data = nd, predict.all = TRUE)$predictions
+    v <- sapply(seq_along(fit$forest$levels), function(k) rowMeans(trees == k))
+  } else v <- matrix(p)
+} else if (inherits(fit, "train")) {
+  if (fit$modelType == "Classification") {
+    v <- as.matrix(predict(fit, newdata = nd, type = "prob"))[, fit$levels]
+    cls <- as.character(predict(fit, newdata = nd, type = "raw"))
+  } else v <- matrix(predict(fit, newdata = nd, type = "raw"))
+}
+lines <- vapply(seq_len(nrow(v)), function(i) paste0(paste(sprintf("%.17g", v[i, ]), collapse = " "), "\t", cls[[i]]), "")
+writeLines(lines, args[[3]])
+"""
+
+
+@pytest.fixture(scope="session")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory of fitted models, written once per test session."""
+    out = tmp_path_factory.mktemp("fitted")
+    env = {**os.environ, "TZ": "UTC"}  # spares R a timedatectl call in containers
+    subprocess.run(["Rscript", str(FIT_MODELS), str(out)], check=True, env=env, capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def apps(fitted: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One App per model (models load once; each App keeps its own)."""
+    from rlambda.app import App
+    from rlambda.settings import Settings
+
+    cache = tmp_path_factory.mktemp("cache")
+    cache_app: dict[str, Any] = {}
+
+    class Apps(dict):
+        def __missing__(self, name: str) -> Any:
+            app = App(Settings(model_uri=str(fitted / f"{name}.rds"), cache_dir=str(cache)))
+            self[name] = app
+            return app
+
+    return Apps(cache_app)
+
+
+def rows_of(fitted: Path, name: str) -> list[dict[str, Any]]:
+    return json.loads((fitted / f"{name}.rows.json").read_text())
+
+
+def r_predict(fitted: Path, name: str, tmp: Path) -> list[tuple[list[float], str]]:
+    script, out = tmp / "predict.R", tmp / f"{name}.out"
+    script.write_text(R_PREDICT)
+    env = {**os.environ, "TZ": "UTC"}
+    subprocess.run(
+        ["Rscript", str(script), str(fitted / f"{name}.rds"), str(fitted / f"{name}.newdata.rds"), str(out)],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    result = []
+    for line in out.read_text().splitlines():
+        numbers, _, label = line.partition("\t")
+        result.append(([float(x) for x in numbers.split()], label))
+    return result
+
+
+def error_of(app: Any, payload: Any, context: Any) -> dict[str, Any]:
+    from rlambda.errors import HTTPError
+
+    with pytest.raises(HTTPError) as caught:
+        app.handle(payload, context)
+    return json.loads(str(caught.value))
+
+
+# -- served numbers equal R's own predict ------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_served_equals_r_predict(name, fitted, apps, tmp_path, context):
+    # GIVEN 400 new rows for a model of this kind
+    rows = rows_of(fitted, name)
+    kind = CASES[name]
+    # WHEN they are scored in one batch through the handler
+    served = apps[name].handle({"instances": rows}, context)["predictions"]
+    # THEN every number equals R's predict() in a separate R process
+    expected = r_predict(fitted, name, tmp_path)
+    assert len(served) == len(expected) == len(rows) == 400
+    meta = apps[name].model().describe()
+    assert meta["kind"] == kind
+    worst = 0.0
+    if kind == "regression":
+        for s, (e, _) in zip(served, expected):
+            assert set(s) == {"prediction"}
+            worst = max(worst, abs(s["prediction"] - e[0]))
+    elif kind == "binary":
+        for s, (e, label) in zip(served, expected):
+            assert set(s) == {"result", "probability"}
+            p = e[-1]  # glm: P(y = 1); a forest: P(second class)
+            worst = max(worst, abs(s["probability"] - p))
+            assert s["result"] == (p > 0.5)
+            if label and p != 0.5:  # R breaks a tie at random
+                assert s["result"] == (label == meta["classes"][1])
+    else:
+        classes = meta["classes"]
+        compared = 0
+        for s, (e, label) in zip(served, expected):
+            assert set(s) == {"class", "probabilities"}
+            assert list(s["probabilities"]) == classes
+            worst = max(worst, max(abs(s["probabilities"][c] - x) for c, x in zip(classes, e)))
+            if sorted(e)[-1] != sorted(e)[-2]:  # a tie: R picks at random, the service the first
+                assert s["class"] == classes[e.index(max(e))]
+                if label:  # R's own class, where its predict gives one
+                    assert s["class"] == label
+                compared += 1
+        assert compared > 300
+    assert worst <= TOL, worst
+    # AND a single row gives the same answer as in the batch
+    single = apps[name].handle(dict(rows[3]), context)
+    assert {k: v for k, v in single.items() if k != "model"} == served[3]
+
+
+# -- /metadata says what the model takes and gives ------------------------------------
+
+
+def test_metadata_of_a_multiclass_forest(apps, context):
+    meta = apps["rf_multiclass"].model().describe()
+    assert meta["kind"] == "multiclass"
+    assert meta["outputs"] == ["class", "probabilities"]
+    assert meta["classes"] == ["setosa", "versicolor", "virginica"]
+    assert meta["threshold"] is None
+    assert meta["packages"] == ["randomForest"]
+    assert [p["name"] for p in meta["predictors"]] == ["Sepal.Length", "Sepal.Width", "Petal.Length", "Petal.Width"]
+
+
+def test_metadata_of_a_glm_with_every_predictor_type(apps):
+    meta = apps["glm_binomial"].model().describe()
+    assert meta["kind"] == "binary" and meta["outputs"] == ["result", "probability"]
+    assert meta["classes"] == ["0", "1"] and meta["positive_class"] == "1"
+    assert meta["family"] == "binomial" and meta["link"] == "logit"
+    assert meta["predictors"] == [
+        {"name": "edu_c", "type": "character", "levels": ["0-5yrs", "12+ yrs", "6-11yrs"]},
+        {"name": "age", "type": "numeric"},
+        {"name": "parity_i", "type": "integer"},
+        {"name": "spontaneous", "type": "numeric"},
+        {"name": "induced", "type": "numeric"},
+        {"name": "young", "type": "logical"},
+    ]
+
+
+def test_metadata_of_bundles_and_caret(apps):
+    meta = apps["recipe_lm"].model().describe()
+    assert meta["preprocessing"] == "recipe: step_log, step_dummy, step_normalize"
+    assert "recipes" in meta["packages"]
+    assert {"name": "gear_o", "type": "factor", "levels": ["3", "4", "5"]} in meta["predictors"]
+    caret = apps["caret_multiclass"].model().describe()
+    assert caret["class"] == "train" and caret["preprocessing"] == "caret preProcess: center, scale"
+    assert set(caret["packages"]) == {"caret", "randomForest"}
+    lm = apps["lm"].model().describe()
+    # factor(cyl) in the formula: cyl is sent as one of the levels the model saw
+    assert {"name": "cyl", "type": "factor", "levels": ["4", "6", "8"]} in apps["glm_gaussian"].model().describe()["predictors"]
+    assert lm["kind"] == "regression" and "classes" not in lm and lm["outputs"] == ["prediction"]
+
+
+# -- validation names the field and what to send ---------------------------------------
+
+
+GOOD_INFERT = {"edu_c": "6-11yrs", "age": 31, "parity_i": 2, "spontaneous": 1, "induced": 0, "young": False}
+GOOD_LM = {"wt": 3.1, "hp": 120, "disp": 200, "gear_o": "4", "carb_c": "few", "vs_l": True, "cyl_i": 6}
+
+
+@pytest.mark.parametrize(
+    "model,change,field,words",
+    [
+        ("glm_binomial", {"parity_i": 2.5}, "parity_i", "must be a whole number, got 2.5"),
+        ("glm_binomial", {"parity_i": "two"}, "parity_i", "a whole number"),
+        ("glm_binomial", {"parity_i": 2**31}, "parity_i", "too large for an R integer"),
+        ("glm_binomial", {"young": "maybe"}, "young", "must be true or false, got 'maybe'"),
+        ("glm_binomial", {"edu_c": "PhD"}, "edu_c", "must be one of 0-5yrs, 12+ yrs, 6-11yrs, got 'PhD'"),
+        ("glm_binomial", {"edu_c": 12}, "edu_c", "one of 0-5yrs, 12+ yrs, 6-11yrs"),
+        ("glm_binomial", {"age": None}, "age", "is required"),
+        ("lm", {"gear_o": "6"}, "gear_o", "must be one of 3, 4, 5, got '6'"),
+        ("lm", {"carb_c": "some"}, "carb_c", "must be one of few, many"),
+        ("lm", {"cyl_i": 6.5}, "cyl_i", "a whole number"),
+        ("glm_poisson", {"tension": "X"}, "tension", "must be one of L, M, H, got 'X'"),
+        ("glm_gaussian", {"cyl": 5}, "cyl", "must be one of 4, 6, 8, got 5"),
+        ("ranger_bundle", {"wool": "C"}, "wool", "must be one of A, B"),
+        ("rf_binary", {"carb_f": "lots"}, "carb_f", "must be one of few, many"),
+        ("rf_multiclass", {"Petal.Width": "wide"}, "Petal.Width", "a finite number"),
+    ],
+)
+def test_bad_field_is_named(model, change, field, words, apps, fitted, context):
+    # GIVEN a valid row of this model with one field spoiled
+    row = dict(GOOD_INFERT if model == "glm_binomial" else GOOD_LM if model == "lm" else rows_of(fitted, model)[0])
+    row.update(change)
+    if change[field] is None:
+        del row[field]
+    # WHEN it is scored THEN a 400 names the field and says what to send
+    err = error_of(apps[model], row, context)
+    assert err["httpStatus"] == 400
+    assert [e["field"] for e in err["errors"]] == [field]
+    assert words in err["errors"][0]["problem"], err["errors"][0]["problem"]
+
+
+def test_integer_text_and_whole_floats_are_accepted(apps, context):
+    app = apps["glm_binomial"]
+    a = app.handle(dict(GOOD_INFERT), context)
+    b = app.handle({**GOOD_INFERT, "parity_i": "2", "young": "false", "age": "31"}, context)
+    c = app.handle({**GOOD_INFERT, "parity_i": 2.0}, context)
+    assert a["probability"] == b["probability"] == c["probability"]
+    d = app.handle({**GOOD_INFERT, "parity_i": 3}, context)
+    assert d["probability"] != a["probability"]
+
+
+def test_free_text_predictor_of_a_bundle(fitted, tmp_path, context):
+    """A character column without known levels takes any string, but only a string."""
+    from rlambda.model import Model
+    from rlambda.prototype import Predictor, Prototype
+    from rlambda.errors import BadRequest
+
+    proto = Prototype((Predictor("note", "character"),))
+    assert proto.columns([{"note": "anything at all"}])["note"].values == ["anything at all"]
+    with pytest.raises(BadRequest) as caught:
+        proto.columns([{"note": 5}, {}], "instances")
+    assert [(p.field, p.problem) for p in caught.value.problems] == [
+        ("instances[0].note", "must be a string, got 5"),
+        ("instances[1].note", "is required: send a string"),
+    ]
+    assert Model  # imported: the prototype is what Model validates with
+
+
+# -- models that cannot be served are refused at load, saying why ----------------------
+
+
+@pytest.mark.parametrize(
+    "name,words",
+    [
+        ("bad_gbm", "the model needs R package 'gbm', which is not installed in this R library"),
+        ("bad_bundle_package", "the model needs R package 'notInstalledPkg', which is not installed"),
+        ("bad_namespace", "the model needs R package 'splinez', which is not installed"),
+        ("bad_nopredict", "R has no predict method for a 'mystery_model' model"),
+        ("bad_ranger_factors", "does not record the levels of its factor predictor(s) wool, tension"),
+        ("bad_rf_ordered", "does not record the levels of factor predictor(s) gear_o"),
+        ("bad_caret_noprobs", "trainControl(classProbs = TRUE)"),
+        ("bad_list", "cannot tell which predictors a 'list' model needs"),
+    ],
+)
+def test_unservable_model_is_refused_at_load(name, words, apps, context):
+    # GIVEN a model file this R cannot serve WHEN the first request arrives
+    err = error_of(apps[name], {"x": 1}, context)
+    # THEN a 500 names the reason (a missing package by name), not a traceback
+    assert err["httpStatus"] == 500 and err["errorType"] == "InternalError"
+    assert words in err["message"], err["message"]
+    assert "Traceback" not in err["message"] and "[rlambda]" not in err["message"]
+
+
+# -- packaging: the packages a model needs, from the model object ----------------------
+
+
+def run_packages(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["Rscript", str(ROOT / "models" / "packages.R"), str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TZ": "UTC"},
+    )
+
+
+def test_packages_cli_lists_recursive_non_base_dependencies(fitted):
+    ranger = run_packages(fitted / "ranger_bundle.rds")
+    assert ranger.returncode == 0, ranger.stderr
+    names = ranger.stdout.split()
+    # ranger Imports Rcpp and Matrix (which Depends on lattice); base R is left out
+    assert {"ranger", "Rcpp", "Matrix", "lattice"} <= set(names)
+    assert not {"stats", "methods", "utils", "base"} & set(names)
+    caret = run_packages(fitted / "caret_multiclass.rds").stdout.split()
+    assert {"caret", "randomForest", "recipes", "ggplot2"} <= set(caret)
+    assert run_packages(fitted / "glm_binomial.rds").stdout.split() == []
+
+
+def test_packages_cli_fails_naming_a_missing_package(fitted, tmp_path):
+    gone = run_packages(fitted / "bad_gbm.rds")
+    assert gone.returncode == 1
+    assert "the model needs R package 'gbm'" in gone.stderr
+    missing = run_packages(tmp_path / "nope.rds")
+    assert missing.returncode == 1 and "no such file" in missing.stderr
+
+
+def test_packages_from_python_match_the_model(fitted):
+    from rlambda import rsession
+
+    assert rsession.packages(fitted / "recipe_rf.rds") == ["randomForest", "recipes"]
+    assert "Rcpp" in rsession.packages(fitted / "ranger_regression.rds", recursive=True)
+
+
+def test_probabilities_are_finite_or_null(apps, fitted, context):
+    served = apps["ranger_probability"].handle({"instances": rows_of(fitted, "ranger_probability")}, context)
+    for row in served["predictions"]:
+        total = sum(row["probabilities"].values())
+        assert math.isclose(total, 1.0, abs_tol=1e-9)
