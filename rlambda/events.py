@@ -68,8 +68,39 @@ class Adapter(Protocol):
         """What the Lambda function returns to this source."""
 
 
-def _lower(headers: Mapping[str, Any] | None) -> dict[str, str]:
-    return {str(k).lower(): str(v) for k, v in (headers or {}).items() if v is not None}
+def _mapping(value: Any, name: str) -> Mapping[str, Any]:
+    """An event member that must be an object (absent or null: empty).
+
+    A hand-written or corrupted event (``aws lambda invoke``, a test tool)
+    can carry anything here; it is the caller's mistake, so a 400, not a 500.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(f"The event's {name} must be an object.", [Problem(name, "must be an object")])
+    return value
+
+
+def _lower(headers: Any) -> dict[str, str]:
+    return {str(k).lower(): str(v) for k, v in _mapping(headers, "headers").items() if v is not None}
+
+
+def _query_pairs(event: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(name, value) pairs from a 1.0 event's query members, repeats kept."""
+    multi = _mapping(event.get("multiValueQueryStringParameters"), "multiValueQueryStringParameters")
+    if not multi:
+        return list(_mapping(event.get("queryStringParameters"), "queryStringParameters").items())
+    pairs = []
+    for key, values in multi.items():
+        if values is None:
+            continue
+        if not isinstance(values, list):
+            raise BadRequest(
+                f"The event's multiValueQueryStringParameters.{key} must be an array.",
+                [Problem(f"multiValueQueryStringParameters.{key}", "must be an array")],
+            )
+        pairs.extend((key, v) for v in values)
+    return pairs
 
 
 def _body(event: Mapping[str, Any]) -> bytes | None:
@@ -135,12 +166,8 @@ class RestApiAdapter:
 
     def request(self, event: Any) -> Request:
         """Read method, stage-free path, query, headers and body."""
-        context = event.get("requestContext") or {}
-        multi = event.get("multiValueQueryStringParameters")
-        if multi:
-            pairs = [(k, v) for k, vs in multi.items() for v in (vs or [])]
-        else:
-            pairs = list((event.get("queryStringParameters") or {}).items())
+        context = _mapping(event.get("requestContext"), "requestContext")
+        pairs = _query_pairs(event)
         return Request(
             method=str(event.get("httpMethod") or "GET").upper(),
             path=_strip_stage(str(event.get("path") or "/"), context.get("stage")),
@@ -172,12 +199,12 @@ class HttpApiAdapter:
     def request(self, event: Any) -> Request:
         """Read method, stage-free path, query (from rawQueryString), headers and body."""
         context = event["requestContext"]
-        http = context.get("http") or {}
+        http = _mapping(context.get("http"), "requestContext.http")
         raw_query = event.get("rawQueryString")
         if raw_query is not None:
             pairs = parse_qsl(str(raw_query), keep_blank_values=True)
         else:
-            pairs = list((event.get("queryStringParameters") or {}).items())
+            pairs = list(_mapping(event.get("queryStringParameters"), "queryStringParameters").items())
         domain = str(context.get("domainName") or "")
         return Request(
             method=str(http.get("method") or "GET").upper(),
