@@ -34,6 +34,7 @@ MODEL_FILE="models/admission.rds"
 MODEL_FORCED=0
 PACKAGE_ZIP="build/admission.zip"
 PARAMS=()
+FORCE=0
 
 usage() {
   cat <<'EOF'
@@ -51,6 +52,7 @@ Usage: scripts/deploy.sh [options]
   --model FILE         upload FILE as the model even if the bucket has one
   --web-dir DIR        the page's files (default: web)
   --skip-deploy        do not run sam deploy; upload to the existing stack
+  --force              deploy a zip whose libraries need a newer glibc than Lambda's
   -h, --help           this help
 EOF
 }
@@ -72,6 +74,7 @@ while (($#)); do
     --model) MODEL_FILE="${2:?--model needs a file}"; MODEL_FORCED=1; shift ;;
     --web-dir) WEB_DIR="${2:?--web-dir needs a directory}"; shift ;;
     --skip-deploy) SKIP_DEPLOY=1 ;;
+    --force) FORCE=1 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown option: $1" ;;
   esac
@@ -158,6 +161,47 @@ build_if_missing() {
   if [[ ! -f "$MODEL_FILE" ]]; then
     ((MODEL_FORCED)) && die "model file $MODEL_FILE does not exist"
     run Rscript models/train.R --out "$MODEL_FILE"
+  fi
+}
+
+# The zip's compiled extensions fix the CPython it runs on, and its shared
+# libraries the oldest glibc it loads with. Deploying a zip that cannot load
+# R gives a function that answers 503 to everything, so refuse it here.
+check_package() {
+  [[ -f "$PACKAGE_ZIP" ]] || return 0
+  local tag
+  tag="$("$PYTHON" - "$PACKAGE_ZIP" <<'PY'
+import re
+import sys
+import zipfile
+
+try:
+    names = zipfile.ZipFile(sys.argv[1]).namelist()
+except zipfile.BadZipFile:
+    names = []  # sam deploy reports an unusable zip itself
+tags = {m.group(1) for n in names for m in [re.search(r"\.cpython-3(\d+)-", n)] if m}
+print(f"python3.{tags.pop()}" if len(tags) == 1 else "")
+PY
+)"
+  local p explicit=0
+  for p in "${PARAMS[@]}"; do
+    [[ "$p" == PythonRuntime=* ]] && explicit=1
+  done
+  if [[ -n "$tag" ]] && ((!explicit)); then
+    echo "# $PACKAGE_ZIP holds extensions for $tag: PythonRuntime=$tag"
+    PARAMS+=("PythonRuntime=$tag")
+  fi
+  local report="${PACKAGE_ZIP%.zip}.report.json" floors
+  [[ -f "$report" ]] || return 0
+  floors="$("$PYTHON" -c 'import json, sys; r = json.load(open(sys.argv[1])); print(r.get("glibc_floor", ""), r.get("lambda_glibc", ""))' "$report")"
+  local need="${floors% *}" have="${floors#* }"
+  if [[ -n "$need" && -n "$have" ]] && [[ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | tail -n1)" != "$have" ]]; then
+    local msg="$PACKAGE_ZIP needs glibc $need but Lambda's Amazon Linux 2023 has $have: R would not load there. Build the zip on Amazon Linux 2023, or deploy the container image (docs/DEPLOY.md)"
+    if ((FORCE || DRY_RUN)); then
+      echo "warning: $msg" >&2
+    else
+      die "$msg; --force deploys it anyway"
+    fi
   fi
 }
 
@@ -375,6 +419,7 @@ set_region_args
 ((DRY_RUN)) && echo "# dry run: commands are printed, none is run"
 build_if_missing
 if ((!SKIP_DEPLOY)); then
+  check_package
   sam_deploy
 fi
 read_outputs

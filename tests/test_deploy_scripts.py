@@ -155,6 +155,52 @@ def test_dry_run_later_deploy_uses_samconfig_and_passes_options(
     assert not log.exists()
 
 
+def package(checkout: Path, cpython: str | None = "311", glibc_floor: str | None = None) -> None:
+    """A zip (with a compiled extension for one CPython) and package.sh's report."""
+    import zipfile
+
+    (checkout / "build").mkdir(exist_ok=True)
+    with zipfile.ZipFile(checkout / "build" / "admission.zip", "w") as zf:
+        zf.writestr("handler.py", "")
+        if cpython:
+            zf.writestr(f"_cffi_backend.cpython-{cpython}-x86_64-linux-gnu.so", b"\x7fELF")
+    if glibc_floor:
+        report = {"glibc_floor": glibc_floor, "lambda_glibc": "2.34"}
+        (checkout / "build" / "admission.report.json").write_text(json.dumps(report))
+    (checkout / "models" / "admission.rds").write_bytes(b"rds")
+
+
+def test_the_runtime_follows_the_cpython_the_zip_was_built_for(
+    checkout: Path, no_tools: tuple[dict[str, str], Path]
+) -> None:
+    env, _ = no_tools
+    package(checkout, cpython="311")
+    script = str(checkout / "scripts" / "deploy.sh")
+    printed = commands(run(["bash", script, "--dry-run"], env=env).stdout)
+    assert printed[0].endswith("--guided --parameter-overrides PythonRuntime=python3.11")
+    # An explicit choice is left alone.
+    printed = commands(run(["bash", script, "--dry-run", "--param", "PythonRuntime=python3.12"], env=env).stdout)
+    assert printed[0].endswith("--parameter-overrides PythonRuntime=python3.12")
+
+
+def test_a_zip_needing_a_newer_glibc_than_lambda_is_refused_unless_forced(
+    checkout: Path, no_tools: tuple[dict[str, str], Path]
+) -> None:
+    env, log = no_tools
+    package(checkout, cpython="312", glibc_floor="2.36")
+    script = str(checkout / "scripts" / "deploy.sh")
+    refused = run(["bash", script], env=env)
+    assert refused.returncode == 2
+    assert "needs glibc 2.36" in refused.stderr and "container image" in refused.stderr
+    assert not log.exists(), "nothing may run before the refusal"
+    forced = run(["bash", script, "--force"], env=env)
+    # The stand-in sam fails (exit 99) after recording the call: the deploy went ahead.
+    assert forced.returncode == 99
+    assert log.read_text().startswith("sam deploy ")
+    package(checkout, cpython="312", glibc_floor="2.34")
+    assert run(["bash", script], env=env).returncode == 99
+
+
 def test_bad_options_and_stack_names_are_refused(checkout: Path, no_tools: tuple[dict[str, str], Path]) -> None:
     env, _ = no_tools
     script = str(checkout / "scripts" / "deploy.sh")

@@ -177,7 +177,7 @@ def functions_by_handler(resources: dict[str, Any]) -> dict[str, dict[str, Any]]
 def test_functions_runtime_memory_timeout_and_environment(resources: dict[str, Any]) -> None:
     by_handler = functions_by_handler(resources)
     scoring = by_handler["handler.lambda_handler"]["Properties"]
-    assert scoring["Runtime"] == "python3.12"
+    assert scoring["Runtime"] == {"Ref": "PythonRuntime"}
     assert scoring["Code"] == {"S3Bucket": "packaging-bucket", "S3Key": "admission.zip"}
     assert scoring["MemorySize"] == {"Ref": "MemorySize"}
     assert scoring["Timeout"] == {"Ref": "Timeout"}
@@ -192,6 +192,12 @@ def test_functions_runtime_memory_timeout_and_environment(resources: dict[str, A
     assert retrain["Environment"]["Variables"]["GATE_MARGIN"] == {"Ref": "GateMargin"}
     batch = by_handler["handler.batch_handler"]["Properties"]
     assert batch["MemorySize"] == {"Ref": "BatchMemorySize"}
+
+
+def test_runtime_defaults_to_python312_and_allows_only_what_a_zip_can_be_built_for(source: dict[str, Any]) -> None:
+    runtime = source["Parameters"]["PythonRuntime"]
+    assert runtime["Default"] == "python3.12"
+    assert set(runtime["AllowedValues"]) == {"python3.12", "python3.11"}
 
 
 def test_retrain_gets_more_memory_and_time_than_scoring_by_default(source: dict[str, Any]) -> None:
