@@ -536,3 +536,66 @@ def test_invoke_remote_calls_aws_lambda_invoke_and_passes_its_result_on(
     assert failed.returncode == 1
     assert json.loads(failed.stdout)["FunctionError"] == "Unhandled"
     assert json.loads(out.read_text())["errorType"] == "BadRequest"
+
+
+# ---------------------------------------------------------------- Dockerfile
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined."""
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def test_dockerfile_runs_the_same_handler_through_awslambdaric() -> None:
+    steps = dockerfile_instructions()
+    assert ("ARG", "BASE=public.ecr.aws/lambda/python:3.12") in steps
+    froms = [args for word, args in steps if word == "FROM"]
+    assert froms == ["${BASE} AS build", "${BASE}"]
+    final = steps[max(i for i, (word, _) in enumerate(steps) if word == "FROM"):]
+    assert ("ENTRYPOINT", '["/var/lang/bin/python3", "-m", "awslambdaric"]') in final
+    assert ("CMD", '["handler.lambda_handler"]') in final
+    assert ("COPY", "handler.py ${LAMBDA_TASK_ROOT}/") in final
+    assert ("COPY", "rlambda/ ${LAMBDA_TASK_ROOT}/rlambda/") in final
+    # R from the base image's own packages, at run time too.
+    assert any(word == "RUN" and "dnf install -y R-core " in args + " " for word, args in final)
+
+
+def test_dockerfile_pins_the_rpy2_requirements_txt_pins() -> None:
+    pinned = next(line.split("==")[1].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()
+                  if line.startswith("rpy2=="))
+    assert ("ARG", f"RPY2_VERSION={pinned}") in dockerfile_instructions()
+
+
+def test_the_image_holds_every_module_the_handler_imports() -> None:
+    # The image installs rpy2 and awslambdaric; the runtime brings boto3. A
+    # new third-party import in the handler's code would break the image.
+    import ast
+
+    provided = {"handler", "rlambda", "rpy2", "boto3", "botocore"}
+    sources = [ROOT / "handler.py", *sorted((ROOT / "rlambda").glob("*.py"))]
+    missing = {}
+    for source in sources:
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in provided:
+                    missing.setdefault(top, []).append(source.name)
+    assert not missing, f"not in the image: {missing}"
+
+
+def test_dockerignore_sends_only_the_handler_and_rlambda() -> None:
+    lines = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
+    assert lines[0] == "*"
+    assert {"!handler.py", "!rlambda/"} <= set(lines)
