@@ -339,7 +339,8 @@ done
 printf '    %-34s %7d %14d\n' "total unzipped" "$(files_of "$STAGE")" "$UNZIPPED_BYTES"
 printf '    %-34s %7s %14d   (%s MB)\n' "zip ($OUT)" "" "$ZIP_BYTES" "$(awk -v b="$ZIP_BYTES" 'BEGIN {printf "%.1f", b / 1048576}')"
 printf '\n    largest files:\n'
-(cd "$STAGE" && find . -type f -printf '%s %P\n' | sort -k1,1nr -k2 | head -8 | awk '{printf "      %10d  %s\n", $1, $2}')
+# (awk reads all its input: `head` would end the pipe early, and pipefail with it)
+(cd "$STAGE" && find . -type f -printf '%s %P\n' | sort -k1,1nr -k2 | awk 'NR <= 8 {printf "      %10d  %s\n", $1, $2}')
 
 # Machine-readable figures for bench/bench_package.py and the docs.
 "$PY" - "$REPORT" <<EOF

@@ -1,0 +1,315 @@
+"""The deployment zip is self-contained: it runs, as Lambda runs it, where no R is installed.
+
+build/admission.zip is (re)built by scripts/package.sh when missing or older
+than its sources, unpacked, and run in a bubblewrap sandbox (tests/sandbox.py)
+that hides the system R and every host library a Lambda runtime lacks. Its
+answers must equal the in-tree handler's for the same model from the same
+(moto) S3; a copy with one library or R package removed must fail.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from conftest import EVENTS, LambdaContext, load_event
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sandbox import Run, Sandbox  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+ZIP = ROOT / "build" / "admission.zip"
+REPORT = ROOT / "build" / "admission.report.json"
+SCRIPT = ROOT / "scripts" / "package.sh"
+BUCKET, KEY = "serverless-poc-models", "admission.rds"
+MODEL_URI = f"s3://{BUCKET}/{KEY}"
+# What start-up and scoring load (loadedNamespaces() after real requests).
+R_PACKAGES = {"base", "compiler", "datasets", "graphics", "grDevices", "methods", "stats", "utils"}
+SCORED_EVENTS = [
+    "direct_single.json",
+    "direct_batch.json",
+    "apigw_rest_post_predict.json",
+    "apigw_http_post_predict.json",
+    "apigw_http_get_metadata.json",
+]
+
+
+def package_sources() -> list[Path]:
+    """Everything the zip is made from, for the staleness check."""
+    files = [SCRIPT, ROOT / "handler.py", ROOT / "test_handler.py", ROOT / "requirements.txt"]
+    files += [p for p in (ROOT / "rlambda").rglob("*") if p.suffix in (".py", ".R") and "__pycache__" not in p.parts]
+    return [p for p in files if p.exists()]
+
+
+def build(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run scripts/package.sh; on failure show its last lines."""
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, **(env or {})},
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(f"package.sh failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def package_zip() -> Path:
+    """build/admission.zip, rebuilt if missing or older than its sources."""
+    ZIP.parent.mkdir(exist_ok=True)
+    # Concurrent test runs share build/: one builds, the others wait for it.
+    with open(ZIP.parent / ".package.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        newest = max(p.stat().st_mtime for p in package_sources())
+        if not ZIP.exists() or not REPORT.exists() or ZIP.stat().st_mtime < newest:
+            build()
+    return ZIP
+
+
+@pytest.fixture(scope="session")
+def unpacked(package_zip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The zip unpacked as Lambda unpacks it into /var/task."""
+    root = tmp_path_factory.mktemp("task")
+    with zipfile.ZipFile(package_zip) as zf:
+        for info in zf.infolist():
+            zf.extract(info, root)
+            mode = info.external_attr >> 16
+            if mode:
+                os.chmod(root / info.filename, mode & 0o7777)
+    return root
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(model_path: Path) -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1 holding the model at the original bucket/key."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    s3 = boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )
+    s3.create_bucket(Bucket=BUCKET)
+    s3.upload_file(str(model_path), BUCKET, KEY)
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sandbox(unpacked: Path, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Sandbox:
+    """The Lambda-like sandbox around the unpacked zip, with MODEL_URI on moto S3."""
+    env = {"MODEL_URI": MODEL_URI, "AWS_ENDPOINT_URL": s3_endpoint, "MODEL_CACHE_DIR": "/tmp"}
+    return Sandbox.create(unpacked, tmp_path_factory.mktemp("lambda-tmp"), env)
+
+
+@pytest.fixture(scope="session")
+def in_tree_answers(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The in-tree handler's answers (system R, venv rpy2) for the same model from the same S3."""
+    from rlambda.app import App
+    from rlambda.settings import Settings
+
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                             "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ENDPOINT_URL=s3_endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                      AWS_SESSION_TOKEN="testing", AWS_DEFAULT_REGION="us-east-1")
+    try:
+        app = App(Settings(model_uri=MODEL_URI, cache_dir=str(tmp_path_factory.mktemp("in-tree-cache"))))
+        answers = {name: app.handle(load_event(name), LambdaContext()) for name in SCORED_EVENTS}
+        try:
+            app.handle(load_event("direct_bad.json"), LambdaContext())
+            answers["direct_bad.json"] = None
+        except Exception as exc:  # direct invocations report errors by raising
+            answers["direct_bad.json"] = json.loads(str(exc))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return answers
+
+
+@pytest.fixture(scope="session")
+def sandbox_run(sandbox: Sandbox) -> Run:
+    """One cold process in the sandbox answering every scored event, then the bad one."""
+    events = [load_event(name) for name in SCORED_EVENTS] + [load_event("direct_bad.json")]
+    return sandbox.invoke(events)
+
+
+def _without_request_id(error: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in error.items() if k not in ("request_id", "requestId")}
+
+
+# -- the package itself ---------------------------------------------------------
+
+
+def test_zip_has_the_handler_at_its_root_and_no_boto3(package_zip: Path) -> None:
+    names = zipfile.ZipFile(package_zip).namelist()
+    for required in ("handler.py", "test_handler.py", "rlambda/__init__.py", "rlambda/serve.R",
+                     "rpy2/rinterface.py", "_rinterface_cffi_api.abi3.so", "lib/libR.so",
+                     "R/bin/R", "R/bin/Rscript", "R/etc/Renviron", "R/library/base/R/Rprofile"):
+        assert required in names, required
+    assert any(n.startswith("_cffi_backend.") for n in names)
+    tops = {n.split("/")[0] for n in names}
+    assert not tops & {"boto3", "botocore", "s3transfer", "moto", "cffi", "jinja2"}, tops
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    assert not [n for n in names if n.split("/")[-2:-1] in (["help"], ["html"], ["po"], ["tests"])]
+    assert not [n for n in names if n.startswith("lib/") and n.split("/")[1].startswith(("libc.so", "libm.so", "ld-linux"))]
+
+
+def test_zip_carries_only_the_r_packages_startup_needs(package_zip: Path) -> None:
+    names = zipfile.ZipFile(package_zip).namelist()
+    packages = {n.split("/")[2] for n in names if n.startswith("R/library/") and n.count("/") >= 3}
+    assert packages == R_PACKAGES
+
+
+def test_zip_is_within_lambda_limits_and_reports_its_figures(package_zip: Path) -> None:
+    report = json.loads(REPORT.read_text())
+    unzipped = sum(i.file_size for i in zipfile.ZipFile(package_zip).infolist())
+    assert report["zip_bytes"] == package_zip.stat().st_size <= 50 * 1024 * 1024
+    assert report["unzipped_bytes"] == unzipped <= 250 * 1024 * 1024
+    assert sum(c["bytes"] for c in report["components"]) == unzipped
+    assert report["python"] == "%d.%d" % sys.version_info[:2]
+    assert report["glibc_floor"] and report["glibc_by_file"]["lib/libR.so"]
+
+
+def test_rebuild_gives_the_same_zip(package_zip: Path, tmp_path: Path) -> None:
+    """Fixed times, sorted entries, no extra attributes: same names, sizes and CRCs."""
+    again = tmp_path / "admission.zip"
+
+    def listing(path: Path) -> list[tuple[str, int, int, tuple[int, ...]]]:
+        return [(i.filename, i.file_size, i.CRC, i.date_time) for i in zipfile.ZipFile(path).infolist()]
+
+    build("--out", str(again))
+    first = listing(package_zip)
+    if first != listing(again) and max(p.stat().st_mtime for p in package_sources()) > package_zip.stat().st_mtime:
+        # A source was edited since the session's zip was built (others work in
+        # this tree): compare two builds of the current tree instead.
+        build("--out", str(tmp_path / "first.zip"))
+        first = listing(tmp_path / "first.zip")
+    assert first == listing(again)
+    assert [name for name, *_ in first] == sorted(name for name, *_ in first)
+    assert {dt for *_, dt in first} == {(2000, 1, 1, 0, 0, 0)}
+
+
+def test_lambda_python_mismatch_is_refused() -> None:
+    other = "3.12" if sys.version_info[:2] != (3, 12) else "3.11"
+    proc = build(env={"LAMBDA_PYTHON": other}, check=False)
+    assert proc.returncode != 0
+    assert f"LAMBDA_PYTHON={other}" in proc.stderr and "_cffi_backend" in proc.stderr and "abi3" in proc.stderr
+
+
+def test_strict_fails_when_the_glibc_floor_is_above_the_target(package_zip: Path, tmp_path: Path) -> None:
+    proc = build("--strict", "--out", str(tmp_path / "strict.zip"), env={"LAMBDA_GLIBC": "2.17"}, check=False)
+    assert proc.returncode != 0
+    assert "needs GLIBC" in proc.stderr and "Amazon Linux 2023" in proc.stderr
+    assert not (tmp_path / "strict.zip").exists() or "ERROR" in proc.stderr
+
+
+# -- the sandbox is what it claims ------------------------------------------------
+
+
+def test_sandbox_hides_system_r_and_has_no_rpy2_of_its_own(sandbox: Sandbox) -> None:
+    listing = "import json, os; print(json.dumps({d: sorted(os.listdir(d)) for d in %r}))" % (
+        ["/usr/lib/R", "/etc/R", "/usr/share/R", "/usr/lib/x86_64-linux-gnu"],
+    )
+    probe = sandbox.run(["/bin/sh", "-c", f"cd / && {sandbox.interpreter} -S -c \"{listing}\""])
+    assert probe.returncode == 0, probe.stderr
+    seen = json.loads(probe.stdout)
+    assert seen["/usr/lib/R"] == seen["/etc/R"] == seen["/usr/share/R"] == []
+    visible = seen["/usr/lib/x86_64-linux-gnu"]
+    assert "libc.so.6" in visible
+    assert not [n for n in visible if n.startswith(("libgfortran", "libicu", "libblas", "libR", "libstdc++"))], visible
+    # Away from /var/task (cwd and PYTHONPATH), the runtime's Python has no rpy2.
+    bare = sandbox.run(["/bin/sh", "-c", f"cd / && {sandbox.interpreter} -S -c 'import rpy2'"], env={"PYTHONPATH": "/var/runtime"})
+    assert bare.returncode != 0 and "No module named 'rpy2'" in bare.stderr, bare
+
+
+# -- the package runs as Lambda runs it -------------------------------------------
+
+
+def test_rscript_from_the_package_works(sandbox: Sandbox) -> None:
+    """rpy2 runs R_HOME/bin/Rscript at import; it must run from the package."""
+    run = sandbox.run(["/var/task/R/bin/Rscript", "-e", 'cat(R.home(), Sys.getenv("LD_LIBRARY_PATH"), sep = "\\n")'])
+    assert run.returncode == 0, run.stderr
+    home, ld_path = run.stdout.splitlines()[:2]
+    assert home == "/var/task/R"
+    assert "/var/task/R/../lib" in ld_path.split(":")
+
+
+def test_sandboxed_answers_equal_the_in_tree_handler(sandbox_run: Run, in_tree_answers: dict[str, Any]) -> None:
+    responses = sandbox_run.results
+    assert len(responses) == len(SCORED_EVENTS) + 1
+    for name, result in zip(SCORED_EVENTS, responses):
+        assert result["ok"], (name, result, sandbox_run.stderr[-3000:])
+        assert result["response"] == in_tree_answers[name], name
+    direct = responses[0]["response"]
+    assert direct["result"] is True and 0.5 < direct["probability"] < 1
+    assert responses[2]["response"]["statusCode"] == 200
+    bad = responses[-1]
+    assert not bad["ok"]
+    assert _without_request_id(json.loads(bad["errorMessage"])) == _without_request_id(in_tree_answers["direct_bad.json"])
+
+
+def test_sandboxed_start_up_is_clean(sandbox_run: Run) -> None:
+    """No R start-up warnings, and rpy2's Rscript call succeeded."""
+    assert sandbox_run.returncode == 0, sandbox_run.stderr[-3000:]
+    assert "Unable to determine R library path" not in sandbox_run.stderr
+    assert "R did not start" not in sandbox_run.stderr
+    assert "was not found" not in sandbox_run.stderr and "Warning" not in sandbox_run.stderr
+    assert "R home found: /var/task/R" in sandbox_run.stderr
+
+
+def test_test_handler_passes_inside_the_sandbox(sandbox: Sandbox) -> None:
+    run = sandbox.run_python(["test_handler.py", "-v"])
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert "Ran 3 tests" in run.stderr and "OK" in run.stderr and "skipped" not in run.stderr
+
+
+# -- a package with a part missing fails -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "remove, evidence, r_check",
+    [
+        # libgfortran: stats.so cannot be loaded (liblapack needs it), so R
+        # starts without stats and the model cannot be read; R itself names
+        # the library when asked to load stats.
+        ("lib/libgfortran.so.5", "stats", "libgfortran.so.5"),
+        ("R/library/stats", "stats", "is not a valid installed package"),
+        ("_cffi_backend.*", "_cffi_backend", None),
+    ],
+)
+def test_a_package_missing_a_part_fails(
+    unpacked: Path, sandbox: Sandbox, tmp_path: Path, remove: str, evidence: str, r_check: str | None
+) -> None:
+    broken = tmp_path / "task"
+    shutil.copytree(unpacked, broken, copy_function=os.link)  # hard links: fast, and removal stays local
+    victims = list(broken.glob(remove))
+    assert victims, f"{remove} is not in the package"
+    for victim in victims:
+        shutil.rmtree(victim) if victim.is_dir() else victim.unlink()
+    crippled = Sandbox(broken, sandbox.tmp, sandbox.python, sandbox.runtime, sandbox.allowed_libs, sandbox.env)
+    run = crippled.invoke([load_event("direct_single.json")])
+    scored = run.returncode == 0 and run.results and run.results[0]["ok"] and "probability" in run.results[0]["response"]
+    assert not scored, f"the package scored without {remove}"
+    assert evidence in run.stderr + json.dumps(run.results)
+    if r_check:
+        r = crippled.run(["/var/task/R/bin/Rscript", "-e", "library(stats)"])
+        assert r.returncode != 0 and r_check in r.stderr, r
