@@ -91,13 +91,27 @@ def server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 @pytest.fixture(scope="module")
-def lambda_handler(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def lambda_handler(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """handler.lambda_handler in this process, on the same model file."""
+    saved = {k: os.environ.get(k) for k in ("MODEL_URI", "MODEL_CACHE_DIR")}
+    # handler.py reads its settings once, at import.
     os.environ["MODEL_URI"] = str(model_path)
-    os.environ.setdefault("MODEL_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    os.environ["MODEL_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
     handler = importlib.import_module("handler")
-    assert handler.app.settings.model_uri == str(model_path), "handler was imported earlier with another MODEL_URI"
-    return handler.lambda_handler
+    previous = handler.app
+    # Other tests may have imported handler already, with another MODEL_URI:
+    # the App that an import with this environment would have built.
+    handler.app = type(previous)()
+    try:
+        assert handler.app.settings.model_uri == str(model_path)
+        yield handler.lambda_handler
+    finally:
+        handler.app = previous
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def rest_event(method: str, target: str, headers: dict[str, str], body: bytes | None) -> dict[str, Any]:
