@@ -169,7 +169,7 @@ class Prototype:
 
     @classmethod
     def from_description(cls, description: Mapping[str, Any]) -> "Prototype":
-        """Build from what ``rl_describe`` in R reports about the fitted object."""
+        """Build from what ``rl_load`` in R (serve.R) reports about the fitted object."""
         names = description.get("names") or []
         types = description.get("types") or []
         levels = description.get("levels") or []
