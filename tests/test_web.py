@@ -173,7 +173,9 @@ def test_api_validation_error_shows_next_to_its_field(server: LocalServer, page:
     assert "must be a finite number, got 'abc'" in problem
     assert page.get_attribute("#field-gre", "aria-invalid") == "true"
     assert page.get_attribute("#field-gre", "aria-describedby") == "error-gre"
-    assert page.is_hidden("#error-gpa") and page.is_hidden("#result")
+    assert page.is_hidden("#error-gpa") and page.is_hidden("#result") and page.is_hidden("#chart-panel")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-error.png"), full_page=True)
 
     # An empty field is the API's "is required", and a fix clears the error.
     page.fill("#field-gre", "")

@@ -201,7 +201,9 @@
       const resp = await postJson("/predict", row);
       if (seq !== state.seq) return; // a newer submit owns the page
       if (!resp.ok) {
+        // Neither the old answer nor the old chart describes these inputs.
         $("result").hidden = true;
+        $("chart-panel").hidden = true;
         showErrors(resp, $("form-error"));
         return;
       }
@@ -274,6 +276,9 @@
     const threshold = state.meta.threshold;
     if (typeof threshold === "number") {
       svg.append(el("line", { class: "threshold", x1: L, x2: W - R, y1: y(threshold), y2: y(threshold) }));
+      const ly = T + 14 + series.length * 20;
+      svg.append(el("line", { class: "threshold", x1: W - R + 12, x2: W - R + 34, y1: ly, y2: ly }));
+      svg.append(el("text", { class: "legend", x: W - R + 40, y: ly + 4 }, "threshold"));
     }
 
     series.forEach((s, i) => {
