@@ -3,8 +3,9 @@
 # zip upload), carrying its own trimmed R, the shared libraries R needs, rpy2
 # and the handler. tests/test_package.py proves it runs where no R is installed.
 #
-# Usage: scripts/package.sh [--strict] [--r-packages pkgA,pkgB] [--out FILE]
+# Usage: scripts/package.sh [--strict] [--full-icu] [--r-packages pkgA,pkgB] [--out FILE]
 #   --strict         a GLIBC floor above LAMBDA_GLIBC is an error, not a warning
+#   --full-icu       ship ICU's 31 MB data library instead of a stub (see below)
 #   --r-packages     extra R packages a model needs (copied with their
 #                    Depends/Imports, recursively, from the build machine's R)
 #   --out FILE       where to write the zip (default build/admission.zip)
@@ -23,6 +24,7 @@ PY=${PY:-$ROOT/.venv/bin/python}
 OUT=build/admission.zip
 LAMBDA_GLIBC=${LAMBDA_GLIBC:-2.34}
 STRICT=0
+FULL_ICU=0
 EXTRA_R_PACKAGES=""
 MAX_ZIP=$((50 * 1024 * 1024))          # Lambda: zip upload limit
 MAX_UNZIPPED=$((250 * 1024 * 1024))    # Lambda: unzipped size limit (incl. layers)
@@ -37,7 +39,8 @@ while [ $# -gt 0 ]; do
     --r-packages=*) EXTRA_R_PACKAGES=${1#*=} ;;
     --out) OUT=${2:?--out needs a file name}; shift ;;
     --out=*) OUT=${1#*=} ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --full-icu) FULL_ICU=1 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "package.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -252,6 +255,47 @@ for name in $(printf '%s\n' "${!NEEDED[@]}" | LC_ALL=C sort); do
 done
 
 # ---------------------------------------------------------------------------
+step "ICU data"
+# libR.so links libicuuc/libicui18n, so they must load; R calls ICU only to
+# collate strings (sort, order, factor levels, and methods' start-up) in a
+# non-C collation locale, C.UTF-8 included. libicudata is 31 MB of tables
+# (12 MB zipped, 40% of the zip) that only that collation reads. By default
+# it is replaced by a stub that defines the same symbol, and R/etc/Renviron
+# pins LC_COLLATE=C (Renviron overrides the environment) and clears
+# R_ICU_LOCALE, so R never opens an ICU collator: strings sort in C (code
+# point) order, the same on every machine. --full-icu ships the real data
+# (locale-aware collation); so does any bundled R package that links ICU
+# itself (e.g. stringi), detected below.
+icudata=$(cd "$STAGE/lib" && ls libicudata.so.* 2>/dev/null | head -n 1 || true)
+icu_users=""
+for f in "$STAGE"/R/library/*/libs/*.so; do
+  [ -e "$f" ] || continue
+  if objdump -p "$f" 2>/dev/null | grep -q 'NEEDED *libicu'; then icu_users="$icu_users ${f#$STAGE/}"; fi
+done
+if [ -z "$icudata" ]; then
+  info "no libicudata in the closure (R built without ICU)"
+elif [ "$FULL_ICU" = 1 ]; then
+  info "--full-icu: shipping $icudata ($(stat -c %s "$STAGE/lib/$icudata") bytes)"
+elif [ -n "$icu_users" ]; then
+  info "shipping the real $icudata: R packages link ICU themselves:$icu_users"
+elif ! command -v gcc >/dev/null; then
+  warn "gcc is not installed: cannot build the ICU data stub, shipping the real $icudata"
+else
+  icu_major=${icudata#libicudata.so.}
+  icu_major=${icu_major%%.*}
+  stub_src=$BUILD/icudata-stub.c
+  printf '%s\n' "/* Stands in for ICU's data library (see scripts/package.sh): defines the" \
+    "   symbol libicuuc links to; ICU finds no valid data in it and reports an error" \
+    "   if it is ever asked for some, which R avoids with LC_COLLATE=C. */" \
+    "const unsigned char icudt${icu_major}_dat[16] __attribute__((aligned(16))) = {0};" > "$stub_src"
+  gcc -shared -fPIC -O2 -Wl,-soname,"$icudata" -o "$STAGE/lib/$icudata" "$stub_src"
+  rm -f "$stub_src"
+  objdump -T "$STAGE/lib/$icudata" | grep -q "icudt${icu_major}_dat" || die "the ICU stub lacks icudt${icu_major}_dat"
+  printf '\n## This package ships a stub of ICU'"'"'s data (scripts/package.sh): keep string\n## collation out of ICU. Build with --full-icu for locale-aware collation.\nLC_COLLATE=C\nR_ICU_LOCALE=\n' >> "$STAGE/R/etc/Renviron"
+  info "$icudata replaced by a stub (icudt${icu_major}_dat); Renviron: LC_COLLATE=C, R_ICU_LOCALE unset"
+fi
+
+# ---------------------------------------------------------------------------
 step "Strip debug symbols, drop caches, fix modes and times"
 find "$STAGE" \( -name __pycache__ -o -name '*.pyc' \) -prune -exec rm -rf {} +
 n_stripped=0
@@ -353,7 +397,7 @@ json.dump({
     "zip": "$OUT", "zip_bytes": $ZIP_BYTES, "zip_sha256": "$ZIP_SHA", "unzipped_bytes": $UNZIPPED_BYTES,
     "components": [{"name": n, "files": f, "bytes": s} for n, f, s in zip(names, files, sizes)],
     "glibc_floor": "$GLIBC_FLOOR", "lambda_glibc": "$LAMBDA_GLIBC", "glibc_by_file": dict(sorted(glibc.items())),
-    "python": "$PYVER", "r_version": "$R_VERSION", "rpy2": "$RPY2_VERSION",
+    "python": "$PYVER", "r_version": "$R_VERSION", "rpy2": "$RPY2_VERSION", "full_icu": $FULL_ICU == 1,
     "r_packages": "$R_PACKAGES".split(),
 }, open(sys.argv[1], "w"), indent=1)
 EOF

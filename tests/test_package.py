@@ -253,6 +253,22 @@ def test_rscript_from_the_package_works(sandbox: Sandbox) -> None:
     assert "/var/task/R/../lib" in ld_path.split(":")
 
 
+def test_collation_stays_out_of_the_icu_stub(sandbox: Sandbox) -> None:
+    """With ICU's data stubbed, R/etc/Renviron pins C collation, whatever the environment says.
+
+    Without the pin, R in a UTF-8 locale (C.UTF-8 included) opens an ICU
+    collator at start-up (methods sorts class names) and fails on the stub.
+    """
+    report = json.loads(REPORT.read_text())
+    if report["full_icu"]:
+        pytest.skip("built with --full-icu")
+    expr = 'cat(Sys.getlocale("LC_COLLATE"), sort(c("b", "A", "a", "B")), "methods" %in% loadedNamespaces())'
+    run = sandbox.run(["/var/task/R/bin/Rscript", "-e", f"library(methods); {expr}"],
+                      env={"LANG": "C.UTF-8", "LC_COLLATE": "C.UTF-8", "R_ICU_LOCALE": "en_US"})
+    assert run.returncode == 0 and run.stderr == "", run
+    assert run.stdout.split() == ["C", "A", "B", "a", "b", "TRUE"]
+
+
 def test_sandboxed_answers_equal_the_in_tree_handler(sandbox_run: Run, in_tree_answers: dict[str, Any]) -> None:
     responses = sandbox_run.results
     assert len(responses) == len(SCORED_EVENTS) + 1
