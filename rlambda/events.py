@@ -135,10 +135,11 @@ def _single_values(pairs: list[tuple[str, str]]) -> dict[str, str]:
     return out
 
 
-def _strip_stage(path: str, stage: str | None) -> str:
+def _strip_stage(path: str, stage: Any) -> str:
     # HTTP APIs (and REST payload 1.0 via HTTP APIs) keep a named stage in
-    # the path; routes are matched without it.
-    if stage and stage != "$default":
+    # the path; routes are matched without it. A stage that is not a string
+    # (a hand-made event) names no prefix.
+    if isinstance(stage, str) and stage and stage != "$default":
         prefix = "/" + stage
         if path == prefix:
             return "/"
