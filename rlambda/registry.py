@@ -13,11 +13,13 @@ reads it. Rolling back is moving the pointer.
     python -m rlambda.registry --uri s3://bucket/models/admission/ list
     python -m rlambda.registry --uri ... promote VERSION
     python -m rlambda.registry --uri ... rollback
+    python -m rlambda.registry --uri ... publish FILE.rds [--keep-served]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -146,6 +148,25 @@ class Registry:
         return self.promote(current.previous, f"rollback from {current.version}")
 
 
+def publish_file(registry: Registry, path: str) -> Pointer:
+    """Store a hand-made .rds as a version (named by its sha256) and serve it."""
+    with open(path, "rb") as fh:
+        rds = fh.read()
+    sha256 = hashlib.sha256(rds).hexdigest()
+    # Named after the content: publishing the same file twice is one version.
+    version = f"file-{sha256[:16]}"
+    if not registry.has(version):
+        registry.publish(version, rds, {
+            "version": version,
+            "sha256": sha256,
+            "created_at": utc_now(),
+            "source": {"file": os.path.basename(path)},
+            "metrics": None,
+            "gate": {"passed": True, "reason": "published by hand"},
+        })
+    return registry.promote(version, f"published from {os.path.basename(path)}")
+
+
 def registry_for(uri: str, s3_client: Any = None) -> Registry:
     """The registry of a folder URI: ``s3://bucket/prefix/`` or a local directory."""
     from .store import Location
@@ -169,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     promote = sub.add_parser("promote", help="serve VERSION")
     promote.add_argument("version")
     sub.add_parser("rollback", help="serve the previously served version")
+    publish = sub.add_parser("publish", help="store a local .rds as a version and serve it")
+    publish.add_argument("file")
+    publish.add_argument("--keep-served", action="store_true",
+                         help="do nothing if a version is already served")
     args = parser.parse_args(argv)
     if not args.uri.endswith("/"):
         parser.error("--uri must name a folder ending in / (for example s3://bucket/models/admission/)")
@@ -190,10 +215,17 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "promote":
             pointer = registry.promote(args.version, "promoted by hand")
             print(f"serving {pointer.version} (previous: {pointer.previous})")
+        elif args.command == "publish":
+            current = registry.pointer()
+            if current is not None and args.keep_served:
+                print(f"{args.uri} already serves {current.version}; kept")
+                return 0
+            pointer = publish_file(registry, args.file)
+            print(f"{args.uri} now serves {pointer.version} (previous: {pointer.previous})")
         else:
             pointer = registry.rollback()
             print(f"serving {pointer.version} (rolled back)")
-    except (BlobMissing, LookupError, KeyError) as exc:
+    except (BlobMissing, LookupError, KeyError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

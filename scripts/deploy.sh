@@ -280,45 +280,14 @@ read_outputs() {
 publish_version() {
   local uri="$1" file="$2" force="$3"
   echo "# publish $file under $uri as a version, then point current.json at it$( ((force)) || echo ' (only if nothing is served yet)')"
-  local cmd=(env "PYTHONPATH=$ROOT" "$PYTHON" - "$uri" "$file" "$force")
+  local cmd=(env "PYTHONPATH=$ROOT" "$PYTHON" -m rlambda.registry --uri "$uri" publish "$file")
+  ((force)) || cmd+=(--keep-served)
   if [[ -n "$REGION" ]]; then
     cmd=(env "AWS_DEFAULT_REGION=$REGION" "${cmd[@]:1}")
   fi
   trace "${cmd[@]}"
   ((DRY_RUN)) && return 0
-  "${cmd[@]}" <<'PY'
-import hashlib
-import sys
-
-from rlambda.registry import registry_for, utc_now
-
-uri, path, force = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
-registry = registry_for(uri)
-current = registry.pointer()
-if current is not None and not force:
-    print(f"{uri} already serves {current.version}; kept (use --model FILE to replace it).")
-    sys.exit(0)
-with open(path, "rb") as fh:
-    rds = fh.read()
-sha256 = hashlib.sha256(rds).hexdigest()
-# Named after the file's content: uploading the same file twice is one version.
-version = f"deploy-{sha256[:16]}"
-if not registry.has(version):
-    registry.publish(
-        version,
-        rds,
-        {
-            "version": version,
-            "sha256": sha256,
-            "created_at": utc_now(),
-            "source": {"file": path, "by": "scripts/deploy.sh"},
-            "metrics": None,
-            "gate": {"passed": True, "reason": "uploaded by scripts/deploy.sh"},
-        },
-    )
-pointer = registry.promote(version, "uploaded by scripts/deploy.sh")
-print(f"{uri} now serves {pointer.version} (previous: {pointer.previous}).")
-PY
+  "${cmd[@]}"
 }
 
 upload_model() {

@@ -109,7 +109,7 @@ def test_dry_run_first_deploy_prints_build_guided_deploy_and_uploads(
         " --guided",
         "aws cloudformation describe-stacks --stack-name rlambda-admission"
         " --query 'Stacks[0].Outputs[].[OutputKey,OutputValue]' --output text",
-        f"env PYTHONPATH={checkout} {python} - 's3://<ModelBucketName>/models/admission/' models/admission.rds 0",
+        f"env PYTHONPATH={checkout} {python} -m rlambda.registry --uri 's3://<ModelBucketName>/models/admission/' publish models/admission.rds --keep-served",
         "aws s3 sync web 's3://<PageBucketName>/' --delete --exclude config.json",
         "aws s3 cp '<config.json>' 's3://<PageBucketName>/config.json' --content-type application/json"
         " --cache-control no-store",
@@ -325,7 +325,7 @@ def test_uploads_publish_the_model_and_the_page_for_real(
     served = store.fetch(f"s3://{stack['models']}/models/admission/")
     digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
     assert served.sha256 == digest
-    assert served.version == f"deploy-{digest[:16]}"
+    assert served.version == f"file-{digest[:16]}"
 
     # The page: synced (stale file gone), config.json written for this API.
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=stack["page"])["Contents"]}
