@@ -24,6 +24,7 @@ import asyncio
 import base64
 import errno
 import json
+import logging
 import os
 import signal
 import socket
@@ -559,6 +560,8 @@ def _load_handler() -> Handler:
     """Import the Lambda entry point (starts R) from the repository root."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
+    # rpy2 reports how it found R at INFO: useful in CloudWatch, noise on a terminal.
+    logging.getLogger("rpy2").setLevel(logging.WARNING)
     import handler  # noqa: PLC0415 - imported late: R starts only once the port is ours
 
     return handler.lambda_handler
