@@ -284,3 +284,25 @@ def test_multiclass_model_shows_class_and_probabilities(page: Any, tmp_path: Pat
         assert page.console_errors == []
     finally:
         srv.stop()
+
+
+def test_unreachable_api_is_said_on_the_page(page: Any, tmp_path: Path) -> None:
+    """config.json naming an API that does not answer: a message, not a blank page."""
+    site = tmp_path / "site"
+    shutil.copytree(ROOT / "web", site)
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago and has no listener now
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    (site / "config.json").write_text(json.dumps({"apiBase": f"http://127.0.0.1:{dead}", "apiKey": ""}))
+    static = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(site)))
+    threading.Thread(target=static.serve_forever, daemon=True).start()
+    try:
+        page.goto(f"http://127.0.0.1:{static.server_address[1]}/")
+        page.wait_for_selector("#form-error:not([hidden])")
+        assert "Cannot reach the API" in page.text_content("#form-error")
+        assert page.text_content("#model-info") == "The model's description is unavailable."
+        assert page.is_disabled("#submit")
+    finally:
+        static.shutdown()
