@@ -128,6 +128,9 @@ def start() -> None:
             # at init. It is too late to matter for this process, but every
             # child process inherits it: a pyenv Python started from here
             # then loads Debian's libpython (seen: 3.11.2 instead of 3.11.7).
+            # Without TZ, R asks timedatectl (absent in Lambda and containers)
+            # and warns at start-up; Lambda itself sets TZ=:UTC.
+            os.environ.setdefault("TZ", "UTC")
             saved = os.environ.get("LD_LIBRARY_PATH")
             ri.initr_simple()
             if saved is None:
