@@ -20,6 +20,7 @@ Reusable: ``Sandbox.create(task_root, tmp)`` then ``invoke(events)``,
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -33,6 +34,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
+PACKAGE_ZIP = BUILD / "admission.zip"
+PACKAGE_REPORT = BUILD / "admission.report.json"
 LIBDIR = Path("/usr/lib/x86_64-linux-gnu")
 # The host's R, hidden from the sandbox (Debian layout).
 SYSTEM_R = ("/usr/lib/R", "/usr/share/R", "/etc/R", "/usr/local")
@@ -109,6 +112,37 @@ class Run:
         if self.returncode != 0 or bad or not self.results:
             raise AssertionError(f"sandboxed invocation failed: rc={self.returncode} {bad}\n{self.stderr[-4000:]}")
         return [r["response"] for r in self.results]
+
+
+def package_sources() -> list[Path]:
+    """Everything the zip is made from, for the staleness check."""
+    files = [ROOT / "scripts" / "package.sh", ROOT / "handler.py", ROOT / "test_handler.py", ROOT / "requirements.txt"]
+    files += [p for p in (ROOT / "rlambda").rglob("*") if p.suffix in (".py", ".R") and "__pycache__" not in p.parts]
+    return [p for p in files if p.exists()]
+
+
+def package_is_stale() -> bool:
+    """True when build/admission.zip (or its report) is missing or older than a source."""
+    if not PACKAGE_ZIP.exists() or not PACKAGE_REPORT.exists():
+        return True
+    return PACKAGE_ZIP.stat().st_mtime < max(p.stat().st_mtime for p in package_sources())
+
+
+def ensure_package(log: Any = None) -> Path:
+    """build/admission.zip, (re)built by scripts/package.sh when stale.
+
+    Concurrent callers share build/: one builds under a lock, the others wait.
+    A failed build raises CalledProcessError with the script's output.
+    """
+    BUILD.mkdir(exist_ok=True)
+    with open(BUILD / ".package.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if package_is_stale():
+            if log:
+                log("building build/admission.zip (scripts/package.sh)")
+            subprocess.run(["bash", str(ROOT / "scripts" / "package.sh")], cwd=ROOT, check=True,
+                           capture_output=True, text=True, timeout=900)
+    return PACKAGE_ZIP
 
 
 def base_python() -> Path:

@@ -9,7 +9,6 @@ answers must equal the in-tree handler's for the same model from the same
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -21,10 +20,10 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import EVENTS, LambdaContext, load_event
+from conftest import LambdaContext, load_event
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sandbox import Run, Sandbox  # noqa: E402
+from sandbox import Run, Sandbox, ensure_package, package_sources  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ZIP = ROOT / "build" / "admission.zip"
@@ -41,13 +40,6 @@ SCORED_EVENTS = [
     "apigw_http_post_predict.json",
     "apigw_http_get_metadata.json",
 ]
-
-
-def package_sources() -> list[Path]:
-    """Everything the zip is made from, for the staleness check."""
-    files = [SCRIPT, ROOT / "handler.py", ROOT / "test_handler.py", ROOT / "requirements.txt"]
-    files += [p for p in (ROOT / "rlambda").rglob("*") if p.suffix in (".py", ".R") and "__pycache__" not in p.parts]
-    return [p for p in files if p.exists()]
 
 
 def build(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -68,14 +60,10 @@ def build(*args: str, env: dict[str, str] | None = None, check: bool = True) -> 
 @pytest.fixture(scope="session")
 def package_zip() -> Path:
     """build/admission.zip, rebuilt if missing or older than its sources."""
-    ZIP.parent.mkdir(exist_ok=True)
-    # Concurrent test runs share build/: one builds, the others wait for it.
-    with open(ZIP.parent / ".package.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        newest = max(p.stat().st_mtime for p in package_sources())
-        if not ZIP.exists() or not REPORT.exists() or ZIP.stat().st_mtime < newest:
-            build()
-    return ZIP
+    try:
+        return ensure_package()
+    except subprocess.CalledProcessError as exc:
+        pytest.fail(f"package.sh failed ({exc.returncode}):\n{exc.stdout[-3000:]}\n{exc.stderr[-3000:]}")
 
 
 @pytest.fixture(scope="session")
