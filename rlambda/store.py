@@ -263,7 +263,13 @@ class Store:
             )
             os.replace(tmp_name, target)
             tmp_name = ""
-            _write_sidecar(sidecar, record)
+            try:
+                _write_sidecar(sidecar, record)
+            except OSError as exc:
+                # The sidecar only spares a later process a download; the
+                # model is whole and verified, so serve it rather than fail.
+                log.warning("cannot write the cache record; serving the model anyway",
+                            extra={"path": str(sidecar), "reason": exc.strerror})
             log.info("downloaded model", extra={"uri": uri, "bytes": size, "sha256": digest})
             return record
         except ClientError as exc:
@@ -304,8 +310,12 @@ def _read_sidecar(target: Path, sidecar: Path) -> ModelFile | None:
 
 def _write_sidecar(sidecar: Path, record: ModelFile) -> None:
     tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(asdict(record)), encoding="utf-8")
-    os.replace(tmp, sidecar)
+    try:
+        tmp.write_text(json.dumps(asdict(record)), encoding="utf-8")
+        os.replace(tmp, sidecar)
+    except OSError:
+        _unlink(str(tmp))  # a full disk must not leave a half-written record behind
+        raise
 
 
 def _unlink(path: str) -> None:
