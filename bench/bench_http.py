@@ -143,6 +143,9 @@ def main() -> int:
     if not args.model.exists():
         raise SystemExit(f"{args.model} is missing (make model)")
 
+    # Other work on the machine skews every figure here: say how busy it was.
+    load_before = os.getloadavg()[0]
+    print(f"cpus {os.cpu_count()}, 1-minute load average {load_before:.2f}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-http-"))
     script = tmp / "post.lua"
     script.write_text(LUA)
@@ -182,6 +185,8 @@ def main() -> int:
             stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
 
+    load_after = os.getloadavg()[0]
+    print(f"\n1-minute load average: {load_before:.2f} before, {load_after:.2f} after")
     by = {(r.server, r.connections): r for r in runs}
     print("\nserver                                conns     req/s   p50 ms   p99 ms  errors")
     for r in runs:
@@ -207,7 +212,8 @@ def main() -> int:
     out.mkdir(exist_ok=True)
     path = out / f"http-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps({"duration_s": args.duration, "runs": [asdict(r) for r in runs],
-                                "cpus": os.cpu_count()}, indent=2))
+                                "cpus": os.cpu_count(),
+                                "load_average": [load_before, load_after]}, indent=2))
     print(f"\nresults: {path.relative_to(ROOT)}")
     return 0
 

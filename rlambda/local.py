@@ -515,7 +515,25 @@ async def _serve(sock: socket.socket, server: Server, ready: str) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    listener = await loop.create_server(lambda: _Connection(server), sock=sock, backlog=1024)
+    pending: set[asyncio.Task[Any]] = set()
+
+    def accept_one() -> None:
+        # One connection per wake-up, not asyncio's accept-everything loop:
+        # with --workers, every worker is woken and each takes one, so a
+        # burst of connections is spread instead of landing on one process.
+        try:
+            conn, _ = sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return  # another worker took it, or the client gave up
+        except OSError as exc:  # EMFILE and the like: say so, keep serving
+            print(f"rlambda.local: accept failed: {exc}", file=sys.stderr)
+            return
+        conn.setblocking(False)
+        task = loop.create_task(loop.connect_accepted_socket(lambda: _Connection(server), conn))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    loop.add_reader(sock.fileno(), accept_one)
     print(ready, flush=True)
 
     async def reap_idle() -> None:
@@ -532,10 +550,14 @@ async def _serve(sock: socket.socket, server: Server, ready: str) -> None:
         await stop.wait()
     finally:
         reaper.cancel()
-        listener.close()
+        loop.remove_reader(sock.fileno())
+        sock.close()
+        for task in list(pending):
+            task.cancel()
         for conn in list(server.connections):
             conn._close()
-        await listener.wait_closed()
+        # Let the transports finish closing before the loop goes away.
+        await asyncio.sleep(0)
 
 
 def _bind(host: str, port: int) -> socket.socket:
