@@ -93,6 +93,7 @@ info "rpy2 $RPY2_VERSION from $SITE"
 # ---------------------------------------------------------------------------
 step "R home without its library"
 R_SRC=${R_SRC:-$(R RHOME)}
+# shellcheck disable=SC2016 # R code: the $ is R's
 R_VERSION=$(Rscript -e 'cat(R.version$major, R.version$minor, sep = ".")')
 info "R $R_VERSION from $R_SRC"
 rm -rf "$STAGE"
@@ -162,21 +163,22 @@ step "R packages"
 # grDevices graphics stats methods), base, and compiler (R's JIT loads it the
 # first time a function is compiled, i.e. on the second call of a closure).
 # tools, the 2017 list's eighth, is not loaded by anything here.
-R_PACKAGES="base compiler datasets graphics grDevices methods stats utils"
+BASE_R_PACKAGES=(base compiler datasets graphics grDevices methods stats utils)
+extra=()
 if [ -n "$EXTRA_R_PACKAGES" ]; then
-  extra=$(Rscript -e '
+  mapfile -t extra < <(Rscript -e '
     want <- strsplit(commandArgs(TRUE)[1], ",")[[1]]
     want <- trimws(want[nzchar(trimws(want))])
     ip <- installed.packages()
     missing <- setdiff(want, rownames(ip))
     if (length(missing)) stop("not installed on the build machine: ", paste(missing, collapse = ", "))
     deps <- tools::package_dependencies(want, db = ip, which = c("Depends", "Imports"), recursive = TRUE)
-    cat(sort(unique(c(want, unlist(deps)))), sep = "\n")' "$EXTRA_R_PACKAGES") \
-    || die "cannot resolve --r-packages $EXTRA_R_PACKAGES"
-  R_PACKAGES="$R_PACKAGES $(echo $extra)"
+    cat(sort(unique(c(want, unlist(deps)))), sep = "\n")' "$EXTRA_R_PACKAGES" || echo "!failed")
+  [ "${extra[*]: -1}" != "!failed" ] || die "cannot resolve --r-packages $EXTRA_R_PACKAGES"
 fi
-R_PACKAGES=$(printf '%s\n' $R_PACKAGES | sort -u | tr '\n' ' ')
-for pkg in $R_PACKAGES; do
+mapfile -t ALL_R_PACKAGES < <(printf '%s\n' "${BASE_R_PACKAGES[@]}" "${extra[@]}" | LC_ALL=C sort -u)
+R_PACKAGES="${ALL_R_PACKAGES[*]}"
+for pkg in "${ALL_R_PACKAGES[@]}"; do
   src=$(Rscript -e 'cat(find.package(commandArgs(TRUE)[1]))' "$pkg" 2>/dev/null) || die "R package $pkg is not installed"
   # Everything in .Library: it is always on the library path, whatever the
   # environment says.
@@ -266,11 +268,12 @@ step "ICU data"
 # point) order, the same on every machine. --full-icu ships the real data
 # (locale-aware collation); so does any bundled R package that links ICU
 # itself (e.g. stringi), detected below.
-icudata=$(cd "$STAGE/lib" && ls libicudata.so.* 2>/dev/null | head -n 1 || true)
+icudata=""
+for f in "$STAGE"/lib/libicudata.so.*; do [ -e "$f" ] && icudata=${f##*/}; done
 icu_users=""
 for f in "$STAGE"/R/library/*/libs/*.so; do
   [ -e "$f" ] || continue
-  if objdump -p "$f" 2>/dev/null | grep -q 'NEEDED *libicu'; then icu_users="$icu_users ${f#$STAGE/}"; fi
+  if objdump -p "$f" 2>/dev/null | grep -q 'NEEDED *libicu'; then icu_users="$icu_users ${f#"$STAGE"/}"; fi
 done
 if [ -z "$icudata" ]; then
   info "no libicudata in the closure (R built without ICU)"
@@ -361,15 +364,30 @@ fi
 # ---------------------------------------------------------------------------
 step "Summary"
 declare -a C_NAME=() C_FILES=() C_BYTES=()
-component() { C_NAME+=("$1"); shift; C_FILES+=("$(files_of "$@")"); C_BYTES+=("$(bytes_of "$@")"); }
+component() {
+  C_NAME+=("$1"); shift
+  if [ $# -eq 0 ]; then C_FILES+=(0); C_BYTES+=(0); return; fi
+  C_FILES+=("$(files_of "$@")"); C_BYTES+=("$(bytes_of "$@")")
+}
+shopt -s nullglob
+icu_libs=("$STAGE"/lib/libicu*)
+math_libs=("$STAGE"/lib/lib{blas,lapack,gfortran,quadmath}*)
+gcc_libs=("$STAGE"/lib/lib{stdc++,gcc_s,gomp}*)
+other_libs=()
+for f in "$STAGE"/lib/*; do
+  case ${f##*/} in
+    libR.so|libicu*|libblas*|liblapack*|libgfortran*|libquadmath*|libstdc++*|libgcc_s*|libgomp*) ;;
+    *) other_libs+=("$f") ;;
+  esac
+done
+shopt -u nullglob
 component "R home (bin, etc, modules)" "$STAGE/R/bin" "$STAGE/R/etc" "$STAGE/R/modules"
 component "R packages (R/library)" "$STAGE/R/library"
 component "libR.so" "$STAGE/lib/libR.so"
-component "ICU (lib/libicu*)" $(ls "$STAGE"/lib/libicu* 2>/dev/null)
-component "BLAS/LAPACK, gfortran, quadmath" $(ls "$STAGE"/lib/lib{blas,lapack,gfortran,quadmath}* 2>/dev/null)
-component "libstdc++, libgcc_s, libgomp" $(ls "$STAGE"/lib/lib{stdc++,gcc_s,gomp}* 2>/dev/null)
-other_libs=$(cd "$STAGE/lib" && ls | grep -vE '^lib(R\.so|icu|blas|lapack|gfortran|quadmath|stdc\+\+|gcc_s|gomp)' | sed "s|^|$STAGE/lib/|" || true)
-component "other shared libraries" $other_libs
+component "ICU (lib/libicu*)" "${icu_libs[@]}"
+component "BLAS/LAPACK, gfortran, quadmath" "${math_libs[@]}"
+component "libstdc++, libgcc_s, libgomp" "${gcc_libs[@]}"
+component "other shared libraries" "${other_libs[@]}"
 component "Python: rpy2 + _cffi_backend" "$STAGE/rpy2" "$STAGE/$(basename "$RPY2_API")" "$STAGE/$(basename "$CFFI_BACKEND")"
 component "handler, test_handler, rlambda" "$STAGE/handler.py" "$STAGE/test_handler.py" "$STAGE/rlambda"
 printf '\n    %-34s %7s %14s\n' "component" "files" "bytes unzipped"
@@ -401,7 +419,7 @@ json.dump({
     "r_packages": "$R_PACKAGES".split(),
 }, open(sys.argv[1], "w"), indent=1)
 EOF
-info "figures written to ${REPORT#$ROOT/}"
+info "figures written to ${REPORT#"$ROOT"/}"
 
 # ---------------------------------------------------------------------------
 step "Lambda limits"

@@ -210,6 +210,22 @@ def test_strict_fails_when_the_glibc_floor_is_above_the_target(package_zip: Path
     assert not (tmp_path / "strict.zip").exists() or "ERROR" in proc.stderr
 
 
+def test_r_packages_option_bundles_the_dependency_closure(sandbox: Sandbox, tmp_path: Path) -> None:
+    """--r-packages ranger brings Rcpp, Matrix, lattice and grid along, and they load without a system R."""
+    if subprocess.run(["Rscript", "-e", "library(ranger)"], capture_output=True).returncode != 0:
+        pytest.skip("r-cran-ranger is not installed")
+    out = tmp_path / "ranger.zip"
+    build("--r-packages", "ranger", "--out", str(out))
+    task = tmp_path / "task"
+    subprocess.run(["unzip", "-q", str(out), "-d", str(task)], check=True)
+    packages = {p.name for p in (task / "R" / "library").iterdir()}
+    assert packages == R_PACKAGES | {"ranger", "Rcpp", "Matrix", "lattice", "grid"}
+    with_ranger = Sandbox(task, sandbox.tmp, sandbox.python, sandbox.runtime, sandbox.allowed_libs, sandbox.env)
+    fit = "f <- ranger::ranger(Species ~ ., iris, num.trees = 20, seed = 1)"
+    run = with_ranger.run(["/var/task/R/bin/Rscript", "-e", f"{fit}; cat(mean(predict(f, iris)$predictions == iris$Species) > 0.9)"])
+    assert run.returncode == 0 and run.stdout.strip() == "TRUE", run
+
+
 # -- the sandbox is what it claims ------------------------------------------------
 
 
