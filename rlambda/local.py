@@ -30,6 +30,7 @@ import signal
 import socket
 import sys
 import time
+import traceback
 import uuid
 from email.utils import formatdate
 from pathlib import Path
@@ -624,6 +625,8 @@ def _run_workers(sock: socket.socket, web: Path, access_log: bool, workers: int)
                 code = _run_worker(sock, web, access_log)
             except KeyboardInterrupt:
                 code = 0
+            except BaseException:  # os._exit below would swallow it: show why the worker died
+                traceback.print_exc()
             finally:
                 os._exit(code)
         children.append(pid)
@@ -657,11 +660,22 @@ def _run_workers(sock: socket.socket, web: Path, access_log: bool, workers: int)
     return worst
 
 
+def _port(text: str) -> int:
+    """argparse type: a TCP port number (0 = any free port)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not between 0 and 65535")
+    return port
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the local server; the exit code is 2 when the port cannot be bound."""
     parser = argparse.ArgumentParser(prog="python -m rlambda.local", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default=os.environ.get("HOST") or "127.0.0.1", help="address to listen on (HOST)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8080), help="port (PORT; 0 = any free port)")
+    parser.add_argument("--port", type=_port, default=os.environ.get("PORT") or "8080", help="port (PORT; 0 = any free port)")
     parser.add_argument("--web", type=Path, default=DEFAULT_WEB, help="directory of the page's files (default: web/)")
     parser.add_argument("--workers", type=int, default=1, help="processes, each with its own R (default 1)")
     parser.add_argument("--quiet", action="store_true", help="no access log lines")

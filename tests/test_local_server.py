@@ -478,3 +478,15 @@ def test_model_from_an_s3_compatible_endpoint(model_path: Path, tmp_path: Path, 
             srv.stop()
         moto.terminate()
         moto.wait(timeout=30)
+
+
+@pytest.mark.parametrize("args,env,says", [
+    (["--port", "99999"], {}, "between 0 and 65535"),
+    ([], {"PORT": "abc"}, "not a port number"),
+    (["--host", "no.such.host.invalid", "--port", "0"], {}, "cannot be used"),
+])
+def test_bad_address_is_a_message_not_a_traceback(args: list[str], env: dict[str, str], says: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "rlambda.local", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, **env})
+    assert proc.returncode == 2
+    assert says in proc.stderr and "Traceback" not in proc.stderr
