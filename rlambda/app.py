@@ -135,6 +135,10 @@ class App:
                 return
             fresh = self._load(record)
             self._model = fresh
+            if record.path != current.source.path:
+                # R holds the old version in memory; its file would only fill
+                # /tmp version after version in a long-lived container.
+                self.store.evict(current.source)
             log.info("model swapped", extra={"from": current.source.version, "to": record.version})
         except HTTPError as exc:
             # A bad new version never replaces a good one; retried next interval.
@@ -158,6 +162,9 @@ class App:
             model = Model.load(source, self.settings.threshold)
         except ModelLoadError as exc:
             log.error("model cannot be loaded", extra={"uri": source.uri, "reason": str(exc)})
+            # A cached file R cannot use would be reused by every later fetch:
+            # drop it, so a fixed upload is downloaded without a restart.
+            self.store.evict(source)
             raise InternalError(f"The model at {source.uri} cannot be served: {exc}") from None
         except rsession.RUnavailable as exc:
             log.error("R is unavailable", extra={"reason": str(exc)})

@@ -224,6 +224,18 @@ class Store:
         tag = hashlib.sha256(f"{loc.bucket}/{loc.key}".encode()).hexdigest()[:16]
         return self.cache_dir / "rlambda-models" / tag / (Path(loc.key).name or "model.rds")
 
+    def evict(self, record: ModelFile) -> None:
+        """Drop a downloaded file and its record, so the next fetch downloads it anew.
+
+        Only files under this store's download folder are removed: a local
+        MODEL_URI file is never touched.
+        """
+        path = Path(record.path).resolve()
+        if (self.cache_dir / "rlambda-models").resolve() not in path.parents:
+            return
+        for name in (str(path), str(path) + ".json"):
+            _unlink(name)
+
     def _s3_cached(self, loc: Location, uri: str) -> ModelFile:
         target = self.cache_path(loc)
         sidecar = target.with_name(target.name + ".json")
