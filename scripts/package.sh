@@ -40,7 +40,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=${2:?--out needs a file name}; shift ;;
     --out=*) OUT=${1#*=} ;;
     --full-icu) FULL_ICU=1 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "package.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -321,11 +321,15 @@ find "$STAGE" -exec touch -h -d "$FIXED_TIME" {} +
 
 # ---------------------------------------------------------------------------
 step "Zip (sorted entries, fixed times, no extra attributes)"
-rm -f "$OUT_ABS"
-( cd "$STAGE" && find . -mindepth 1 -printf '%P\n' | LC_ALL=C sort | TZ=UTC zip -X -9 -q -@ "$OUT_ABS" )
-ZIP_BYTES=$(stat -c %s "$OUT_ABS")
+# Written under a temporary name and moved into place only once every check
+# below has passed: readers never see a partial zip, a failed build leaves none.
+ZIP_TMP="$OUT_ABS.part"
+rm -f "$ZIP_TMP" "$OUT_ABS"
+trap 'rm -f "$ZIP_TMP"' EXIT
+( cd "$STAGE" && find . -mindepth 1 -printf '%P\n' | LC_ALL=C sort | TZ=UTC zip -X -9 -q -@ "$ZIP_TMP" )
+ZIP_BYTES=$(stat -c %s "$ZIP_TMP")
 UNZIPPED_BYTES=$(bytes_of "$STAGE")
-ZIP_SHA=$(sha256sum "$OUT_ABS" | cut -d' ' -f1)
+ZIP_SHA=$(sha256sum "$ZIP_TMP" | cut -d' ' -f1)
 info "$OUT ($ZIP_BYTES bytes, sha256 $ZIP_SHA)"
 
 # ---------------------------------------------------------------------------
@@ -428,4 +432,5 @@ step "Lambda limits"
 [ "$ZIP_BYTES" -le "$MAX_ZIP" ] || die "the zip is $ZIP_BYTES bytes, over Lambda's 50 MB ($MAX_ZIP) for a direct upload; trim it, or upload through S3 / use a layer"
 [ "$UNZIPPED_BYTES" -le "$MAX_UNZIPPED" ] || die "the package unzips to $UNZIPPED_BYTES bytes, over Lambda's 250 MB ($MAX_UNZIPPED); trim it or use a container image"
 info "zip $ZIP_BYTES <= $MAX_ZIP; unzipped $UNZIPPED_BYTES <= $MAX_UNZIPPED"
+mv "$ZIP_TMP" "$OUT_ABS"
 info "built for Python $PYVER, R $R_VERSION, rpy2 $RPY2_VERSION, GLIBC floor $GLIBC_FLOOR, in $(( $(date +%s) - T0 )) s"
