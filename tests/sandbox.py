@@ -179,9 +179,13 @@ def _glibc_files() -> list[str]:
 
 def runtime_dir(python: Path) -> Path:
     """/var/runtime: boto3 and its dependencies plus the bootstrap, made once."""
+    from importlib.metadata import version
+
     target = BUILD / "sandbox-runtime"
     stamp = target / ".complete"
-    if not stamp.exists():
+    # Remade when the venv's boto3/botocore change.
+    wanted = f"boto3 {version('boto3')} botocore {version('botocore')}"
+    if not stamp.exists() or stamp.read_text() != wanted:
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
         site = Path(sysconfig.get_paths()["purelib"])
@@ -191,7 +195,7 @@ def runtime_dir(python: Path) -> Path:
                 shutil.copytree(src, target / name, ignore=shutil.ignore_patterns("__pycache__"))
             else:
                 shutil.copy2(src, target / name)
-        stamp.write_text("")
+        stamp.write_text(wanted)
     (target / "bootstrap.py").write_text(BOOTSTRAP)
     return target
 
