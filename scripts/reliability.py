@@ -39,6 +39,21 @@ FIXED = [
 ]
 
 
+OPEN = [
+    "Slow S3 with the production client (read timeout 10 s, 3 attempts) can hold one request about 30 s, past "
+    "API Gateway's 29 s: a fresh container's caller would get the gateway's 504 rather than the 503, and a serving "
+    "container's pointer refresh runs inline in a request, so that request stalls although a good model is loaded. "
+    "The fault tests use a 0.5 s, one-attempt client; a shorter timeout for the pointer read would close this.",
+    "No back-off after a failed first load: during an S3 outage every request retries S3 (one at a time, on the "
+    "load lock).",
+    "Tolerated on purpose (200): extra fields are ignored (batch CSVs carry id and outcome columns; rejecting them "
+    "would break those callers); gre 1e308 and -0 are finite numbers and are scored.",
+    "An integer of more than 4,300 digits handed to App.handle from Python (not JSON) is a 500 in "
+    "prototype.parse_level (str(int) limit); Lambda's runtime and the HTTP body parser refuse such numbers first "
+    "(corpus case gre-5000-digit-integer).",
+]
+
+
 def run_tests(fuzz_examples: int, xml_path: Path) -> int:
     """pytest with a JUnit report; its exit code."""
     env = {**os.environ, "FUZZ_EXAMPLES": str(fuzz_examples)}
@@ -212,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| `{n}` | {mark(r)} | {r['seconds']:.1f} |")
     lines += [""] + soak_section(soak, note)
     lines += ["## Found and fixed", ""] + [f"- **{where}**: {what}" for where, what in FIXED] + [""]
+    lines += ["## Noticed, not fixed", ""] + [f"- {what}" for what in OPEN] + [""]
     if failed:
         lines += ["## Failures", ""] + [f"- `{n}`: {cell(res[n]['detail'])}" for n in failed] + [""]
     args.out.write_text("\n".join(lines))
