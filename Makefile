@@ -7,7 +7,7 @@ PORT ?= 8080
 MODEL := models/admission.rds
 # Debian packages the product and its tests use (R, the sandbox, the browser, load tools).
 APT_PACKAGES := r-base-core bubblewrap chromium wrk r-cran-plumber r-cran-randomforest \
-	r-cran-ranger r-cran-caret r-cran-recipes zip unzip binutils curl shellcheck
+	r-cran-ranger r-cran-caret r-cran-recipes zip unzip binutils curl shellcheck gcc
 
 .PHONY: setup system venv model serve test package bench clean
 

@@ -7,18 +7,12 @@ and direct invocations (``aws lambda invoke``) with the model named by
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
-# In the deployment zip, the trimmed R lives at the task root; point rpy2 at
-# it before it looks for R on its own.
-_ROOT = os.path.dirname(os.path.abspath(__file__))
-if "R_HOME" not in os.environ and os.path.exists(os.path.join(_ROOT, "R", "lib", "libR.so")):
-    os.environ["R_HOME"] = os.path.join(_ROOT, "R")
-
-from rlambda import logs, rsession  # noqa: E402
-from rlambda.app import App  # noqa: E402
+# rlambda.rsession finds the trimmed R the zip carries at <task root>/R by itself.
+from rlambda import logs, rsession
+from rlambda.app import App
 
 logs.configure()
 app = App()

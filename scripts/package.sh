@@ -3,9 +3,11 @@
 # zip upload), carrying its own trimmed R, the shared libraries R needs, rpy2
 # and the handler. tests/test_package.py proves it runs where no R is installed.
 #
-# Usage: scripts/package.sh [--strict] [--full-icu] [--r-packages pkgA,pkgB] [--out FILE]
+# Usage: scripts/package.sh [--strict] [--full-icu] [--model FILE.rds] [--r-packages pkgA,pkgB] [--out FILE]
 #   --strict         a GLIBC floor above LAMBDA_GLIBC is an error, not a warning
 #   --full-icu       ship ICU's 31 MB data library instead of a stub (see below)
+#   --model FILE     bundle the R packages this saved model needs, found from
+#                    the object itself (models/packages.R); e.g. a randomForest
 #   --r-packages     extra R packages a model needs (copied with their
 #                    Depends/Imports, recursively, from the build machine's R)
 #   --out FILE       where to write the zip (default build/admission.zip)
@@ -26,6 +28,7 @@ LAMBDA_GLIBC=${LAMBDA_GLIBC:-2.34}
 STRICT=0
 FULL_ICU=0
 EXTRA_R_PACKAGES=""
+MODEL_RDS=""
 MAX_ZIP=$((50 * 1024 * 1024))          # Lambda: zip upload limit
 MAX_UNZIPPED=$((250 * 1024 * 1024))    # Lambda: unzipped size limit (incl. layers)
 # Fixed mtime for every entry: zip stores DOS times (1980 at the earliest), so
@@ -37,14 +40,25 @@ while [ $# -gt 0 ]; do
     --strict) STRICT=1 ;;
     --r-packages) EXTRA_R_PACKAGES=${2:?--r-packages needs a comma-separated list}; shift ;;
     --r-packages=*) EXTRA_R_PACKAGES=${1#*=} ;;
+    --model) MODEL_RDS=${2:?--model needs an .rds file}; shift ;;
+    --model=*) MODEL_RDS=${1#*=} ;;
     --out) OUT=${2:?--out needs a file name}; shift ;;
     --out=*) OUT=${1#*=} ;;
     --full-icu) FULL_ICU=1 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "package.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
+
+if [ -n "$MODEL_RDS" ]; then
+  # The model object names its packages (its classes', the models and recipe
+  # it wraps, their Depends/Imports); an uninstalled one stops the build here.
+  model_pkgs=$(Rscript "$ROOT/models/packages.R" "$MODEL_RDS" | paste -sd, -) \
+    || { echo "package.sh: cannot find the R packages $MODEL_RDS needs" >&2; exit 1; }
+  echo "package.sh: $MODEL_RDS needs R packages: ${model_pkgs:-none beyond base R}"
+  EXTRA_R_PACKAGES=$(printf '%s' "$EXTRA_R_PACKAGES,$model_pkgs" | sed 's/^,*//; s/,*$//; s/,,*/,/g')
+fi
 
 STEP=0
 T0=$(date +%s)
@@ -162,8 +176,11 @@ step "R packages"
 # (loadedNamespaces()) and by strace: the default packages (datasets utils
 # grDevices graphics stats methods), base, and compiler (R's JIT loads it the
 # first time a function is compiled, i.e. on the second call of a closure).
-# tools, the 2017 list's eighth, is not loaded by anything here.
-BASE_R_PACKAGES=(base compiler datasets graphics grDevices methods stats utils)
+# tools, the 2017 list's eighth, is not loaded for a plain lm/glm, but any
+# other model class is looked up with utils::getS3method(), which loads it
+# (tests/test_package.py: a randomForest zip without tools refuses the model
+# with "package 'tools' does not have a namespace"). 2.4 MB unzipped.
+BASE_R_PACKAGES=(base compiler datasets graphics grDevices methods stats tools utils)
 extra=()
 if [ -n "$EXTRA_R_PACKAGES" ]; then
   mapfile -t extra < <(Rscript -e '

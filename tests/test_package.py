@@ -32,7 +32,7 @@ SCRIPT = ROOT / "scripts" / "package.sh"
 BUCKET, KEY = "serverless-poc-models", "admission.rds"
 MODEL_URI = f"s3://{BUCKET}/{KEY}"
 # What start-up and scoring load (loadedNamespaces() after real requests).
-R_PACKAGES = {"base", "compiler", "datasets", "graphics", "grDevices", "methods", "stats", "utils"}
+R_PACKAGES = {"base", "compiler", "datasets", "graphics", "grDevices", "methods", "stats", "tools", "utils"}
 SCORED_EVENTS = [
     "direct_single.json",
     "direct_batch.json",
@@ -224,6 +224,42 @@ def test_r_packages_option_bundles_the_dependency_closure(sandbox: Sandbox, tmp_
     fit = "f <- ranger::ranger(Species ~ ., iris, num.trees = 20, seed = 1)"
     run = with_ranger.run(["/var/task/R/bin/Rscript", "-e", f"{fit}; cat(mean(predict(f, iris)$predictions == iris$Species) > 0.9)"])
     assert run.returncode == 0 and run.stdout.strip() == "TRUE", run
+
+
+def test_model_option_bundles_a_forest_and_serves_it_like_the_tree(sandbox: Sandbox, tmp_path: Path) -> None:
+    """--model forest.rds finds randomForest from the object; the sandboxed handler then scores it."""
+    if subprocess.run(["Rscript", "-e", "library(randomForest)"], capture_output=True).returncode != 0:
+        pytest.skip("r-cran-randomforest is not installed")
+    # GIVEN a classification forest the default zip cannot serve
+    lambda_tmp = tmp_path / "lambda-tmp"
+    lambda_tmp.mkdir()
+    rds = lambda_tmp / "forest.rds"
+    fit = f'set.seed(1); f <- randomForest::randomForest(Species ~ ., iris, ntree = 50); saveRDS(f, "{rds}")'
+    subprocess.run(["Rscript", "-e", fit], check=True, capture_output=True)
+    rows = [{"Sepal.Length": 5.1 + i / 10, "Sepal.Width": 3.0, "Petal.Length": 1.4 + i / 3, "Petal.Width": 0.2 + i / 8}
+            for i in range(12)]
+    event = {"instances": rows}
+    default_zip = Sandbox(sandbox.task_root, lambda_tmp, sandbox.python, sandbox.runtime, sandbox.allowed_libs,
+                         {**sandbox.env, "MODEL_URI": "/tmp/forest.rds"})
+    refused = default_zip.invoke([event])
+    assert not refused.results[0]["ok"], refused
+    assert "needs R package 'randomForest'" in json.dumps(refused.results[0]), refused.results
+    # WHEN the zip is built for that model
+    out = tmp_path / "forest.zip"
+    build("--model", str(rds), "--out", str(out))
+    task = tmp_path / "task"
+    subprocess.run(["unzip", "-q", str(out), "-d", str(task)], check=True)
+    assert "randomForest" in {p.name for p in (task / "R" / "library").iterdir()}
+    # THEN the sandboxed handler answers exactly as the in-tree handler does
+    with_forest = Sandbox(task, lambda_tmp, sandbox.python, sandbox.runtime, sandbox.allowed_libs,
+                          {**sandbox.env, "MODEL_URI": "/tmp/forest.rds"})
+    (answer,) = with_forest.invoke([event]).responses()
+    from rlambda.app import App
+    from rlambda.settings import Settings
+
+    expected = App(Settings(model_uri=str(rds), cache_dir=str(tmp_path / "cache"))).handle(event, LambdaContext())
+    assert answer["predictions"] == expected["predictions"]
+    assert {p["class"] for p in answer["predictions"]} <= {"setosa", "versicolor", "virginica"}
 
 
 # -- the sandbox is what it claims ------------------------------------------------
