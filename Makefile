@@ -9,7 +9,7 @@ MODEL := models/admission.rds
 APT_PACKAGES := r-base-core bubblewrap chromium wrk r-cran-plumber r-cran-randomforest \
 	r-cran-ranger r-cran-caret r-cran-recipes zip unzip binutils curl shellcheck gcc
 
-.PHONY: setup system venv model serve test package bench clean
+.PHONY: setup system venv model serve test package bench reliability clean
 
 setup: system venv model
 
@@ -46,6 +46,10 @@ package: setup
 
 bench: setup
 	$(PY) bench/bench_handler.py
+
+# Bad input, faults, fuzzing and a soak run; rewrites RELIABILITY.md (about 4 minutes).
+reliability: setup
+	$(PY) scripts/reliability.py
 
 clean:
 	rm -rf build test-artifacts .pytest_cache

@@ -40,6 +40,9 @@ def _shown(value: Any) -> str:
         return "an array"
     if isinstance(value, dict):
         return "an object"
+    if isinstance(value, int) and abs(value) >= 10**40:
+        # str() of a huge int is slow, and refused past 4,300 digits
+        return f"an integer of about {value.bit_length() * 30103 // 100000 + 1} digits"
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= 40 else text[:37] + "..."
 

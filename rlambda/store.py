@@ -103,6 +103,8 @@ class Store:
     def __init__(self, cache_dir: str = "/tmp", s3_client: Any = None) -> None:
         self.cache_dir = Path(cache_dir)
         self._s3 = s3_client
+        # Given a client (tests, tools), use it for everything.
+        self._s3_check = s3_client
 
     @property
     def s3(self) -> Any:
@@ -111,15 +113,29 @@ class Store:
             import boto3
             from botocore.config import Config
 
+            # Worst case about 3 x (2 + 5) s: inside API Gateway's 29 s.
             self._s3 = boto3.client(
                 "s3",
                 config=Config(
-                    connect_timeout=3,
-                    read_timeout=10,
+                    connect_timeout=2,
+                    read_timeout=5,
                     retries={"mode": "standard", "max_attempts": 3},
                 ),
             )
         return self._s3
+
+    @property
+    def s3_check(self) -> Any:
+        """A client for the pointer re-read: one quick try, since a model is already serving."""
+        if self._s3_check is None:
+            import boto3
+            from botocore.config import Config
+
+            self._s3_check = boto3.client(
+                "s3",
+                config=Config(connect_timeout=1, read_timeout=2, retries={"mode": "standard", "max_attempts": 1}),
+            )
+        return self._s3_check
 
     def fetch(self, uri: str) -> ModelFile:
         """A local copy of the model at ``uri``; downloads an S3 object once.
@@ -147,16 +163,18 @@ class Store:
             return self._s3_cached(loc, uri)
         return self._versioned(loc, uri, pointer_etag)
 
-    def registry(self, loc: Location) -> Registry:
-        """The version registry of a folder location."""
+    def registry(self, loc: Location, quick: bool = False) -> Registry:
+        """The version registry of a folder location (``quick``: for a refresh)."""
         if loc.scheme == "s3":
-            return Registry(S3Blobs(self.s3, loc.bucket), loc.key)
+            return Registry(S3Blobs(self.s3_check if quick else self.s3, loc.bucket), loc.key)
         return Registry(DirBlobs(loc.key), "")
 
     def _versioned(self, loc: Location, uri: str, pointer_etag: str | None) -> ModelFile | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        registry = self.registry(loc)
+        # A refresh runs inside a request while a good model is loaded: it
+        # must fail fast (and keep serving) rather than stall on a slow S3.
+        registry = self.registry(loc, quick=pointer_etag is not None)
         try:
             if pointer_etag is None:
                 pointer = registry.pointer()
