@@ -86,18 +86,30 @@ def wait_ready(port: int, proc: subprocess.Popen[Any], what: str, limit_s: float
 
 
 def to_ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+    """wrk's "512.00us" / "1.42ms" / "1.00s" / "2.00m" in milliseconds (NaN if unreadable)."""
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if m is None:
+        return float("nan")
+    return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[m.group(2)]
+
+
+def _field(pattern: str, out: str) -> str:
+    m = re.search(pattern, out)
+    if m is None:
+        raise SystemExit(f"cannot read {pattern!r} in wrk's output:\n{out}")
+    return m.group(1)
 
 
 def wrk(port: int, connections: int, duration: int, script: Path, extra: list[str]) -> dict[str, Any]:
     cmd = ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{duration}s", "--latency",
            "--timeout", "5s", "-s", str(script), *extra, f"http://127.0.0.1:{port}/predict"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rps = float(_field(r"Requests/sec:\s+([\d.]+)", out))
+    p50 = to_ms(_field(r"50%\s+(\S+)", out))
+    p99 = to_ms(_field(r"99%\s+(\S+)", out))
+    total = int(_field(r"(\d+) requests in", out))
+    if p50 != p50 or p99 != p99:  # NaN: show what wrk said rather than guess
+        print(out, flush=True)
     errors = 0
     if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
         errors += int(m.group(1))
