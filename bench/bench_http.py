@@ -3,9 +3,10 @@
 Both serve the same .rds and answer POST /predict with the same JSON body;
 plumber scores with predict(type = "response") (bench/plumber_api.R). Each is
 measured at 1 and 4 connections (keep-alive, as wrk does), and plumber also
-with a new connection per request, because httpuv's keep-alive answers wait
-for the client's delayed ACK (about 40 ms) and that alone would flatter the
-ratio. All traffic stays on 127.0.0.1; every run is bounded.
+with a new connection per request, because on a keep-alive connection each
+plumber answer takes about 40 ms longer (httpuv writes headers and body
+separately; Nagle meets the client's delayed ACK), which alone would flatter
+the ratio. All traffic stays on 127.0.0.1; every run is bounded.
 
     .venv/bin/python bench/bench_http.py [--duration 5] [--workers 1,2]
 """
