@@ -44,16 +44,21 @@ class LocalServer:
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             text=True,
+            start_new_session=True,  # its own process group: workers included in a forced stop
         )
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
-        first = self.line()
-        assert "http://" in first, first
-        self.url = first.split("http://", 1)[1].split("/", 1)[0]
-        self.host, port = self.url.rsplit(":", 1)
-        self.port = int(port)
-        ready = self.line()
-        assert "(version " in ready, ready
+        try:
+            first = self.line()
+            assert "http://" in first, first
+            self.url = first.split("http://", 1)[1].split("/", 1)[0]
+            self.host, port = self.url.rsplit(":", 1)
+            self.port = int(port)
+            ready = self.line()
+            assert "(version " in ready, ready
+        except BaseException:
+            self.stop()  # a failed start must not leave a server behind
+            raise
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None
@@ -74,7 +79,7 @@ class LocalServer:
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self._stderr.close()
         return self.proc.returncode
@@ -402,13 +407,15 @@ def test_port_in_use_is_one_line_and_exit_2(server: LocalServer) -> None:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigint_stops_cleanly(model_path: Path, tmp_path: Path, workers: int) -> None:
     srv = LocalServer(model_path, tmp_path, "--workers", str(workers))
-    for _ in range(workers - 1):
-        assert "(version " in srv.line()
-    # An idle keep-alive connection must not keep the server from stopping.
-    idle = srv.connection()
-    idle.request("GET", "/ping")
-    assert idle.getresponse().read()
-    code = srv.stop()
+    try:
+        for _ in range(workers - 1):
+            assert "(version " in srv.line()
+        # An idle keep-alive connection must not keep the server from stopping.
+        idle = srv.connection()
+        idle.request("GET", "/ping")
+        assert idle.getresponse().read()
+    finally:
+        code = srv.stop()
     assert code == 0
     rest = []
     while (line := srv.line()) != "<eof>":

@@ -40,12 +40,17 @@ class LocalServer:
             cwd=ROOT,
             env={**os.environ, "MODEL_URI": str(model), "MODEL_CACHE_DIR": str(tmp)},
             stdout=subprocess.PIPE, stderr=self._stderr, text=True,
+            start_new_session=True,  # its own process group: workers included in a forced stop
         )
         lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=lambda: [lines.put(l) for l in self.proc.stdout], daemon=True).start()  # type: ignore[union-attr]
-        first = lines.get(timeout=120)
-        self.base = "http://" + first.split("http://", 1)[1].split("/", 1)[0]
-        assert "(version " in lines.get(timeout=120)
+        try:
+            first = lines.get(timeout=120)
+            self.base = "http://" + first.split("http://", 1)[1].split("/", 1)[0]
+            assert "(version " in lines.get(timeout=120)
+        except BaseException:
+            self.stop()  # a failed start must not leave a server behind
+            raise
 
     def api(self, method: str, path: str, doc: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
         """Call the API directly (not through the page): the reference answer."""
@@ -63,7 +68,8 @@ class LocalServer:
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
         self._stderr.close()
 
 
