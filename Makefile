@@ -44,8 +44,11 @@ test: setup
 package: setup
 	bash scripts/package.sh
 
+# Each prints JSON and compares with its baseline in the same run.
 bench: setup
 	$(PY) bench/bench_handler.py
+	$(PY) bench/bench_http.py
+	$(PY) bench/bench_package.py
 
 # Bad input, faults, fuzzing and a soak run; rewrites RELIABILITY.md (about 4 minutes).
 reliability: setup

@@ -17,7 +17,6 @@ import argparse
 import http.client
 import json
 import os
-import queue
 import re
 import shutil
 import signal
@@ -25,7 +24,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path

@@ -8,7 +8,6 @@ temporary files and uploaded whole, so a reader never sees half a file.
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import os
 import tempfile

@@ -56,6 +56,15 @@ def model_path() -> Path:
     return MODEL
 
 
+@pytest.fixture(scope="module")
+def second_model(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same fit saved with xz compression: a distinct file (and version), the same answers."""
+    out = tmp_path_factory.mktemp("second") / "admission-xz.rds"
+    subprocess.run(["Rscript", "-e", f'saveRDS(readRDS("{model_path}"), "{out}", compress = "xz")'],
+                   check=True, capture_output=True, timeout=120)
+    return out
+
+
 @pytest.fixture
 def context() -> LambdaContext:
     """A fresh Lambda context with its own request id."""

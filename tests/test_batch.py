@@ -11,9 +11,8 @@ import pytest
 
 from rlambda.app import App
 from rlambda.batch import output_keys, score_file
-from rlambda.blobs import DirBlobs, S3Blobs
+from rlambda.blobs import DirBlobs
 from rlambda.settings import Settings
-from rlambda.store import Store
 
 BUCKET = "admission-batch"
 

@@ -10,7 +10,6 @@ catch an unlocked entry, so a pass means something.
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -130,15 +129,6 @@ def test_64_threads_in_one_process(make_app: Callable[..., Any], guard: RGuard) 
     assert [w for ws in results for w in ws] == []
     assert guard.entries >= 2 * len(work)
     assert guard.overlaps == [] and guard.unlocked == []
-
-
-@pytest.fixture(scope="module")
-def second_model(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same fit saved with xz: another version with the same answers."""
-    out = tmp_path_factory.mktemp("concurrency") / "admission-xz.rds"
-    subprocess.run(["Rscript", "-e", f'saveRDS(readRDS("{model_path}"), "{out}", compress = "xz")'],
-                   check=True, capture_output=True, timeout=120)
-    return out
 
 
 def test_64_threads_while_a_new_version_is_swapped_in(model_path: Path, second_model: Path, tmp_path: Path,

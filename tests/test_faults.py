@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -58,15 +57,6 @@ def proxy(moto_endpoint: tuple[str, int]) -> Iterator[FaultProxy]:
     p = FaultProxy(moto_endpoint)
     yield p
     p.close()
-
-
-@pytest.fixture(scope="module")
-def second_model(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same fit saved with other compression: a distinct file (and version), the same answers."""
-    out = tmp_path_factory.mktemp("second") / "admission-xz.rds"
-    subprocess.run(["Rscript", "-e", f'saveRDS(readRDS("{model_path}"), "{out}", compress = "xz")'],
-                   check=True, capture_output=True, timeout=120)
-    return out
 
 
 def client(endpoint: str) -> Any:

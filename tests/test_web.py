@@ -6,18 +6,15 @@ import functools
 import http.client
 import http.server
 import json
-import os
-import queue
 import shutil
-import signal
 import subprocess
-import sys
 import threading
-import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+
+from localserver import LocalServer
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -28,49 +25,6 @@ CHROMIUM_ARGS = [
 ]
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed (make system)")
-
-
-class LocalServer:
-    """``python -m rlambda.local`` on a free port (port 0), stopped with SIGINT."""
-
-    def __init__(self, model: Path, tmp: Path, *extra: str) -> None:
-        self._stderr = open(tmp / f"server-{uuid.uuid4().hex[:8]}.log", "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rlambda.local", "--host", "127.0.0.1", "--port", "0", *extra],
-            cwd=ROOT,
-            env={**os.environ, "MODEL_URI": str(model), "MODEL_CACHE_DIR": str(tmp)},
-            stdout=subprocess.PIPE, stderr=self._stderr, text=True,
-            start_new_session=True,  # its own process group: workers included in a forced stop
-        )
-        lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(l) for l in self.proc.stdout], daemon=True).start()  # type: ignore[union-attr]
-        try:
-            first = lines.get(timeout=120)
-            self.base = "http://" + first.split("http://", 1)[1].split("/", 1)[0]
-            assert "(version " in lines.get(timeout=120)
-        except BaseException:
-            self.stop()  # a failed start must not leave a server behind
-            raise
-
-    def api(self, method: str, path: str, doc: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        """Call the API directly (not through the page): the reference answer."""
-        host, port = self.base[len("http://"):].rsplit(":", 1)
-        conn = http.client.HTTPConnection(host, int(port), timeout=60)
-        body = None if doc is None else json.dumps(doc)
-        conn.request(method, path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
-        resp = conn.getresponse()
-        out = resp.status, json.loads(resp.read() or b"null")
-        conn.close()
-        return out
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        self._stderr.close()
 
 
 @pytest.fixture(scope="module")
