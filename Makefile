@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8080
+# One R per worker process: two use both cores of a small machine.
+WORKERS ?= 2
 MODEL := models/admission.rds
 # Debian packages the product and its tests use (R, the sandbox, the browser, load tools).
 APT_PACKAGES := r-base-core bubblewrap chromium wrk r-cran-plumber r-cran-randomforest \
@@ -35,7 +37,7 @@ $(MODEL): models/train.R models/simulate.R
 	Rscript models/train.R --out $(MODEL)
 
 serve: setup
-	MODEL_URI=$${MODEL_URI:-$(abspath $(MODEL))} $(PY) -m rlambda.local --host $(HOST) --port $(PORT)
+	MODEL_URI=$${MODEL_URI:-$(abspath $(MODEL))} $(PY) -m rlambda.local --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 test: setup
 	$(PY) -m pytest -q tests
