@@ -51,6 +51,7 @@ bench: setup
 	$(PY) bench/bench_handler.py
 	$(PY) bench/bench_http.py
 	$(PY) bench/bench_package.py
+	$(PY) bench/bench_batch.py
 
 # Bad input, faults, fuzzing and a soak run; rewrites RELIABILITY.md (about 4 minutes).
 reliability: setup

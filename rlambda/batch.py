@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from . import rsession
 from .blobs import Blobs, iter_lines
 from .errors import BadRequest
 from .model import Model
@@ -100,6 +101,7 @@ def score_file(model: Model, blobs: Blobs, key: str, out: Blobs | None = None,
                     ok_writer.writerow([*values, *flat.values(), version])
                 scored += len(good)
                 chunk.clear()
+                rsession.collect_garbage()  # keeps memory flat whatever the file's size
 
             for values in reader:
                 if not values:

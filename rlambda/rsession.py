@@ -279,6 +279,21 @@ def _ints(values: Sequence[int]) -> array:
 _files: dict[str, Any] = {}
 
 
+def collect_garbage() -> None:
+    """Run R's garbage collector now.
+
+    R collects lazily and grows its heap meanwhile: a batch job scoring
+    chunk after chunk kept about 12 MB per 100,000 rows until R's heap
+    settled near 170 MB. Collecting after each chunk keeps it flat
+    (bench/bench_batch.py: 98.5 MB peak for 100,000 rows and for 400,000).
+    """
+    start()
+    with lock():
+        # not a full collection: the young generation holds the chunk's
+        # garbage, and a full one costs a fifth of the throughput
+        _ri.baseenv["gc"](False, False, False)  # verbose, reset, full
+
+
 def call_file(path: str | os.PathLike[str], function: str, *args: str | int | float | bool) -> Any:
     """Call ``function`` defined in the R file at ``path`` with scalar arguments.
 
