@@ -16,6 +16,8 @@
 #                    rpy2 and cffi are taken from its site-packages
 #   LAMBDA_PYTHON    e.g. 3.12: refuse to build when PY is another version
 #   LAMBDA_GLIBC     the target runtime's glibc (default 2.34, Amazon Linux 2023)
+#   LAMBDA_MAX_ZIP_BYTES, LAMBDA_MAX_UNZIPPED_BYTES
+#                    size limits (default Lambda's 50 MB and 250 MB)
 #   R_SRC            the R home to copy from (default: `R RHOME`)
 set -euo pipefail
 
@@ -29,8 +31,9 @@ STRICT=0
 FULL_ICU=0
 EXTRA_R_PACKAGES=""
 MODEL_RDS=""
-MAX_ZIP=$((50 * 1024 * 1024))          # Lambda: zip upload limit
-MAX_UNZIPPED=$((250 * 1024 * 1024))    # Lambda: unzipped size limit (incl. layers)
+# Lambda's limits; lower them to leave room for layers (they share the 250 MB).
+MAX_ZIP=${LAMBDA_MAX_ZIP_BYTES:-$((50 * 1024 * 1024))}            # zip upload limit
+MAX_UNZIPPED=${LAMBDA_MAX_UNZIPPED_BYTES:-$((250 * 1024 * 1024))} # unzipped size limit (incl. layers)
 # Fixed mtime for every entry: zip stores DOS times (1980 at the earliest), so
 # not @0. Together with sorted entries and -X this makes rebuilds identical.
 FIXED_TIME="2000-01-01 00:00:00 UTC"
@@ -45,7 +48,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=${2:?--out needs a file name}; shift ;;
     --out=*) OUT=${1#*=} ;;
     --full-icu) FULL_ICU=1 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "package.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -446,8 +449,8 @@ info "figures written to ${REPORT#"$ROOT"/}"
 
 # ---------------------------------------------------------------------------
 step "Lambda limits"
-[ "$ZIP_BYTES" -le "$MAX_ZIP" ] || die "the zip is $ZIP_BYTES bytes, over Lambda's 50 MB ($MAX_ZIP) for a direct upload; trim it, or upload through S3 / use a layer"
-[ "$UNZIPPED_BYTES" -le "$MAX_UNZIPPED" ] || die "the package unzips to $UNZIPPED_BYTES bytes, over Lambda's 250 MB ($MAX_UNZIPPED); trim it or use a container image"
+[ "$ZIP_BYTES" -le "$MAX_ZIP" ] || die "the zip is $ZIP_BYTES bytes, over the limit of $MAX_ZIP (Lambda's direct upload: 50 MB); trim it, or upload through S3 / use a layer"
+[ "$UNZIPPED_BYTES" -le "$MAX_UNZIPPED" ] || die "the package unzips to $UNZIPPED_BYTES bytes, over the limit of $MAX_UNZIPPED (Lambda: 250 MB with layers); trim it or use a container image"
 info "zip $ZIP_BYTES <= $MAX_ZIP; unzipped $UNZIPPED_BYTES <= $MAX_UNZIPPED"
 mv "$ZIP_TMP" "$OUT_ABS"
 info "built for Python $PYVER, R $R_VERSION, rpy2 $RPY2_VERSION, GLIBC floor $GLIBC_FLOOR, in $(( $(date +%s) - T0 )) s"

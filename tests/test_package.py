@@ -196,6 +196,18 @@ def test_rebuild_gives_the_same_zip(package_zip: Path, tmp_path: Path) -> None:
     assert {dt for *_, dt in first} == {(2000, 1, 1, 0, 0, 0)}
 
 
+@pytest.mark.parametrize(
+    "limit,words",
+    [("LAMBDA_MAX_ZIP_BYTES", "the zip is"), ("LAMBDA_MAX_UNZIPPED_BYTES", "the package unzips to")],
+)
+def test_size_limits_fail_clearly_and_write_no_zip(package_zip: Path, tmp_path: Path, limit: str, words: str) -> None:
+    out = tmp_path / "too-big.zip"
+    proc = build("--out", str(out), env={limit: "1000000"}, check=False)
+    assert proc.returncode != 0
+    assert words in proc.stderr and "over the limit of 1000000" in proc.stderr, proc.stderr[-1500:]
+    assert not out.exists()
+
+
 def test_lambda_python_mismatch_is_refused() -> None:
     other = "3.12" if sys.version_info[:2] != (3, 12) else "3.11"
     proc = build(env={"LAMBDA_PYTHON": other}, check=False)
