@@ -16,11 +16,13 @@ APT_PACKAGES := r-base-core bubblewrap chromium wrk r-cran-plumber r-cran-random
 setup: system venv model
 
 # apt-get only when something is missing, so a set-up machine needs no root.
+# With recommends, as on the machine the suite was developed on (R's
+# recommended packages, fonts for the browser's screenshots).
 system:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo ">> apt-get install $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
 venv: $(VENV)/.installed
