@@ -48,7 +48,7 @@ test: setup
 package: setup
 	bash scripts/package.sh
 
-# Each prints JSON and compares with its baseline in the same run.
+# Each prints its figures (JSON), against its baseline where the issue names one, in the same run.
 bench: setup
 	$(PY) bench/bench_handler.py
 	$(PY) bench/bench_http.py
