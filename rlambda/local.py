@@ -535,7 +535,10 @@ async def _serve(sock: socket.socket, server: Server, ready: str) -> None:
         task.add_done_callback(pending.discard)
 
     loop.add_reader(sock.fileno(), accept_one)
-    print(ready, flush=True)
+    # One write(2) per line: with --workers, print()'s separate writes of the
+    # text and its newline interleaved between processes ("AB\n\n").
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), (ready + "\n").encode())
 
     async def reap_idle() -> None:
         # One sweep every few seconds instead of a timer per request.
