@@ -8,7 +8,7 @@ and direct invocations (``aws lambda invoke``) with the model named by
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Callable
 
 # rlambda.rsession finds the trimmed R the zip carries at <task root>/R by itself.
 from rlambda import logs, rsession
@@ -35,35 +35,34 @@ def pred_admit(gre: Any, gpa: Any, rank: Any) -> bool:
     return bool(app.score({"gre": gre, "gpa": gpa, "rank": rank})["result"])
 
 
-def retrain_handler(event: Any, context: Any) -> dict[str, Any]:
-    """S3 ObjectCreated under data/ -> refit, publish a version, promote it if it passes the gate."""
-    from rlambda.blobs import S3Blobs
-    from rlambda.events import s3_objects
-    from rlambda.trainer import Trainer, gate_margin_from_env
-
-    trainer = Trainer(app.store, app.settings.model_uri, gate_margin_from_env())
-    outcomes = []
-    for obj in s3_objects(event):
-        if not (obj.key.startswith("data/") and obj.key.lower().endswith(".csv")):
-            outcomes.append({"status": "ignored", "key": obj.key, "reason": "not a CSV under data/"})
-            continue
-        outcome = trainer.retrain(S3Blobs(app.store.s3, obj.bucket), obj.key)
-        outcomes.append({**outcome.summary(), "key": obj.key})
-    return {"results": outcomes}
-
-
-def batch_handler(event: Any, context: Any) -> dict[str, Any]:
-    """S3 ObjectCreated under inputs/ -> outputs/<name>.csv (+ .errors.csv for rows that fail)."""
-    from rlambda.batch import score_file
+def _each_csv(event: Any, prefix: str, job: Callable[[Any, str], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``job(blobs, key)`` for each created CSV under ``prefix``; other keys are reported as ignored."""
     from rlambda.blobs import S3Blobs
     from rlambda.events import s3_objects
 
     results = []
     for obj in s3_objects(event):
-        if not (obj.key.startswith("inputs/") and obj.key.lower().endswith(".csv")):
-            results.append({"status": "ignored", "key": obj.key, "reason": "not a CSV under inputs/"})
+        if not (obj.key.startswith(prefix) and obj.key.lower().endswith(".csv")):
+            results.append({"status": "ignored", "key": obj.key, "reason": f"not a CSV under {prefix}"})
             continue
-        blobs = S3Blobs(app.store.s3, obj.bucket)
-        result = score_file(app.model(), blobs, obj.key, tmp_dir=app.settings.cache_dir)
-        results.append({"status": "scored", "key": obj.key, **result.summary()})
+        results.append({**job(S3Blobs(app.store.s3, obj.bucket), obj.key), "key": obj.key})
     return {"results": results}
+
+
+def retrain_handler(event: Any, context: Any) -> dict[str, Any]:
+    """S3 ObjectCreated under data/ -> refit, publish a version, promote it if it passes the gate."""
+    from rlambda.trainer import Trainer, gate_margin_from_env
+
+    trainer = Trainer(app.store, app.settings.model_uri, gate_margin_from_env())
+    return _each_csv(event, "data/", lambda blobs, key: trainer.retrain(blobs, key).summary())
+
+
+def batch_handler(event: Any, context: Any) -> dict[str, Any]:
+    """S3 ObjectCreated under inputs/ -> outputs/<name>.csv (+ .errors.csv for rows that fail)."""
+    from rlambda.batch import score_file
+
+    def score(blobs: Any, key: str) -> dict[str, Any]:
+        result = score_file(app.model(), blobs, key, tmp_dir=app.settings.cache_dir)
+        return {"status": "scored", **result.summary()}
+
+    return _each_csv(event, "inputs/", score)

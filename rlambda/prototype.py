@@ -212,7 +212,7 @@ class Prototype:
         for p in self.predictors:
             if p.type == "factor":
                 parse, buf, make = p.parse_level, array("i"), lambda b, p=p: Factor(b, p.levels)
-                ok: type | tuple[type, ...] = int
+                ok: type = int
             elif p.type == "logical":
                 parse, buf, make = p.parse_logical, [], Logical
                 ok = bool

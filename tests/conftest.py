@@ -65,6 +65,16 @@ def second_model(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return out
 
 
+@pytest.fixture(scope="module")
+def server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """``python -m rlambda.local`` on a free port, serving the example model (tests/localserver.py)."""
+    from localserver import LocalServer
+
+    srv = LocalServer(model_path, tmp_path_factory.mktemp("local"))
+    yield srv
+    srv.stop()
+
+
 @pytest.fixture
 def context() -> LambdaContext:
     """A fresh Lambda context with its own request id."""

@@ -33,13 +33,6 @@ TRANSPORT_HEADERS = {"date", "content-length", "connection", "x-amzn-requestid"}
 
 
 @pytest.fixture(scope="module")
-def server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    srv = LocalServer(model_path, tmp_path_factory.mktemp("local"))
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
 def lambda_handler(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """handler.lambda_handler in this process, on the same model file."""
     saved = {k: os.environ.get(k) for k in ("MODEL_URI", "MODEL_CACHE_DIR")}
