@@ -337,7 +337,8 @@ for f in "$STAGE"/lib/*; do
     *) other_libs+=("$f") ;;
   esac
 done
-cffi_files=("$STAGE"/_cffi_backend.* "$STAGE"/cffi.libs)
+cffi_files=("$STAGE"/_cffi_backend.*)
+[ -d "$STAGE/cffi.libs" ] && cffi_files+=("$STAGE/cffi.libs")
 shopt -u nullglob
 component "R home (bin, etc, modules)" "$STAGE/R/bin" "$STAGE/R/etc" "$STAGE/R/modules"
 component "R packages (R/library)" "$STAGE/R/library"

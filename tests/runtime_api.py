@@ -32,7 +32,7 @@ class Outcome:
     request_id: str
     kind: str  # "response", "error" or "init_error"
     body: Any
-    headers: dict[str, str]
+    headers: dict[str, str]  # names in lower case
     t_done: float
 
 
@@ -130,7 +130,7 @@ def start() -> RuntimeAPI:
             except ValueError:
                 body = raw.decode(errors="replace")
             with api.done:
-                api.outcomes.append(Outcome(request_id, kind, body, dict(self.headers.items()), time.time()))
+                api.outcomes.append(Outcome(request_id, kind, body, {k.lower(): v for k, v in self.headers.items()}, time.time()))
                 api.done.notify_all()
             self._reply(202, b'{"status":"OK"}', {"Content-Type": "application/json"})
 
