@@ -127,10 +127,13 @@ fetch_orig() { # SOURCE-PACKAGE [VERSION-PREFIX]
     local dl
     dl=$(mktemp -d "$dir/.dl.XXXXXX")
     say "apt-get source --download-only $srcpkg ($R_SOURCE_SUITE)"
-    (cd "$dl" && apt-get "${APT_OPTS[@]}" source --download-only "$srcpkg" >"$dl/log" 2>&1) \
-      || { tail -5 "$dl/log" >&2; rm -rf "$dl"; die "apt-get source $srcpkg failed"; }
+    # Only the upstream tarball is used (never Debian's patches): apt moves a
+    # file into place only once its hash matches the signed Sources index, so
+    # a present .orig.tar.* is a checked one even when the .dsc or the
+    # .debian.tar.* could not be fetched (some mirrors serve the tarballs only).
+    (cd "$dl" && apt-get "${APT_OPTS[@]}" source --download-only "$srcpkg" >"$dl/log" 2>&1) || true
     tar=$(find "$dl" -maxdepth 1 -name "${srcpkg}_*.orig.tar.*" | head -1)
-    [ -n "$tar" ] || { rm -rf "$dl"; die "no upstream tarball in $srcpkg's source package"; }
+    [ -n "$tar" ] || { tail -5 "$dl/log" >&2; rm -rf "$dl"; die "apt-get source $srcpkg brought no upstream tarball"; }
     case ${tar##*/} in "${srcpkg}_${want}"*) ;; *) rm -rf "$dl"; die "$R_SOURCE_SUITE has ${tar##*/}, not version $want of $srcpkg";; esac
     mv "$tar" "$dir/"
     tar=$dir/${tar##*/}
@@ -219,6 +222,7 @@ build_r_package() { # NAME: build R package NAME (and its dependencies) from Deb
     for dep in "${entries[@]}"; do
       local d
       d=$(find "$dep" -mindepth 1 -maxdepth 1 -type d | head -1)
+      mkdir -p "$tmp/deps/${d##*/}"  # the mount point (inside the read-only /deps)
       libs+=(--ro-bind "$d" "/deps/${d##*/}")
     done
     say "R CMD INSTALL ${tar##*/}"

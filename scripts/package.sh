@@ -184,6 +184,10 @@ EOF
 sed -e "s|^R_LIBS_SITE=.*|R_LIBS_SITE=\${R_LIBS_SITE:-'%S'}|" \
   "$R_SRC/etc/Renviron" > "$STAGE/R/etc/Renviron"
 grep -q "^R_LIBS_SITE=\${R_LIBS_SITE:-'%S'}" "$STAGE/R/etc/Renviron" || die "could not rewrite R_LIBS_SITE in Renviron"
+# Collation in code point order, the same on every machine: R is built without
+# ICU and would otherwise follow the runtime's locale tables (Renviron
+# overrides the environment).
+printf '\n## scripts/package.sh: strings sort in C (code point) order everywhere.\nLC_COLLATE=C\n' >> "$STAGE/R/etc/Renviron"
 cp "$R_SRC/etc/repositories" "$STAGE/R/etc/"
 # modules/lapack.so: loaded by solve(), chol(), svd()... Left out:
 # internet.so (links libcurl; models come from S3 by boto3).
