@@ -106,7 +106,7 @@ ZIP_TMP="$OUT_ABS.part"
 trap 'rm -rf "$STAGE" "$ZIP_TMP" "$STAGE.floors.json"' EXIT
 # A failed build leaves no zip: the old one goes first, the new one arrives by rename.
 rm -f "$OUT_ABS" "$REPORT"
-CACHE=$ROOT/build/cache
+CACHE=${R_BUILD_CACHE:-$ROOT/build/cache}
 
 # ---------------------------------------------------------------------------
 step "R built for an old glibc (scripts/build_r.sh; cached in build/cache)"
