@@ -2,10 +2,12 @@
 
 The sandbox is built from an empty root, not from the host's: the task root
 is mounted read-only at /var/task, a host directory is the only writable place
-(/tmp), the interpreter is mounted where Lambda keeps its own (/var/lang), and
+(/tmp), the interpreter is mounted where Lambda keeps its own (/var/lang; a
+distribution's Python with prefix /usr stays in /usr instead), and
 boto3 (which every Lambda Python runtime provides, so the package does not
-ship it) lives in /var/runtime. The system R is hidden (/usr/lib/R,
-/usr/share/R, /etc/R), and so is every shared library of the host that a
+ship it) and Lambda's runtime interface client awslambdaric live in
+/var/runtime. The system R is hidden (/usr/lib/R, /usr/share/R, /etc/R,
+/usr/local; /usr/bin/R and Rscript are no programs there), and so is every shared library of the host that a
 Lambda runtime would not have: /usr/lib/x86_64-linux-gnu shows only glibc and
 what the Python runtime itself needs (its interpreter, the stdlib extension
 modules boto3 imports, /bin/sh). A package that forgot libgfortran or an R
@@ -14,8 +16,12 @@ package therefore fails here as it would on Lambda.
 The interpreter runs with ``-S`` (no site-packages at all), so rpy2 and
 _cffi_backend can only come from the package.
 
-Reusable: ``Sandbox.create(task_root, tmp)`` then ``invoke(events)``,
-``run_python(...)`` or ``run(argv)``.
+The interpreter is the one the package targets (``find_python("3.12")``:
+pyenv or PATH, never a hard-coded path) or, by default, the venv's base one.
+
+Reusable: ``Sandbox.create(task_root, tmp, env, python=...)`` then
+``invoke(events)``, ``run_python(...)``, ``run(argv)`` or ``command(argv)``
+(tests/test_lambda_runtime.py runs awslambdaric with it).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ PACKAGE_REPORT = BUILD / "admission.report.json"
 LIBDIR = Path("/usr/lib/x86_64-linux-gnu")
 # The host's R, hidden from the sandbox (Debian layout).
 SYSTEM_R = ("/usr/lib/R", "/usr/share/R", "/etc/R", "/usr/local")
+SYSTEM_R_PROGRAMS = ("/usr/bin/R", "/usr/bin/Rscript")
 # What Lambda's Python runtime provides, copied from the venv into /var/runtime.
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six.py")
 # Lambda's runtime interface client (the python3.12+ runtimes' bootstrap), for /var/runtime.
@@ -361,18 +368,22 @@ class Sandbox:
         ]
         for hidden in SYSTEM_R:
             cmd += ["--tmpfs", hidden]
+        for program in SYSTEM_R_PROGRAMS:  # the front ends of the hidden R: no longer programs
+            if Path(program).exists():
+                cmd += ["--ro-bind", "/dev/null", program]
         # Only glibc and the Python runtime's own libraries stay visible.
         cmd += ["--tmpfs", str(LIBDIR)]
         for lib in self.allowed_libs:
             cmd += ["--ro-bind", lib, lib]
-        if prefix == Path("/usr"):
-            # A distribution's Python (Debian's python3.x): it stays where it
-            # is, under the /usr already mounted (mounting /usr at /var/lang
-            # would bring the system R back in); its site-packages are hidden.
-            for site in (f"/usr/lib/python{ver}/site-packages", "/usr/lib/python3/dist-packages"):
-                if Path(site).is_dir():
-                    cmd += ["--tmpfs", site]
-        else:
+        # Debian's Python packages (rpy2, cffi... of the system): Lambda has none.
+        for site in (f"/usr/lib/python{ver}/site-packages", "/usr/lib/python3/dist-packages"):
+            if Path(site).is_dir():
+                cmd += ["--tmpfs", site]
+        # A self-contained prefix (pyenv's) goes where Lambda keeps its Python.
+        # A distribution's Python (Debian's, prefix /usr) stays where it is,
+        # under the /usr already mounted: mounting /usr at /var/lang would
+        # bring the system R back in (/var/lang/lib/R).
+        if prefix != Path("/usr"):
             cmd += ["--ro-bind", str(prefix), "/var/lang"]
             if (prefix / "lib" / f"python{ver}" / "site-packages").is_dir():
                 cmd += ["--tmpfs", f"/var/lang/lib/python{ver}/site-packages"]
