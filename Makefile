@@ -7,9 +7,13 @@ PORT ?= 8080
 # One R per worker process: two use both cores of a small machine.
 WORKERS ?= 2
 MODEL := models/admission.rds
-# Debian packages the product and its tests use (R, the sandbox, the browser, load tools).
+# Debian packages the product and its tests use (R, the sandbox, the browser, load tools),
+# the venv (python3-venv; python3-dev: rpy2 compiles its API mode against Debian's Python)
+# and the Lambda zip's build (debootstrap makes the Debian 11 root R is built in,
+# patchelf gives libR.so its SONAME; see scripts/build_r.sh).
 APT_PACKAGES := r-base-core bubblewrap chromium wrk r-cran-plumber r-cran-randomforest \
-	r-cran-ranger r-cran-caret r-cran-recipes zip unzip binutils curl shellcheck gcc
+	r-cran-ranger r-cran-caret r-cran-recipes zip unzip binutils curl shellcheck gcc \
+	python3 python3-venv python3-dev debootstrap patchelf
 
 .PHONY: setup system venv model serve test package bench reliability clean
 
@@ -27,8 +31,12 @@ system:
 
 venv: $(VENV)/.installed
 
+# A venv whose pip does not run (left half-made by a failed `python3 -m venv`)
+# is made again; the stamp is written only once every install succeeded.
 $(VENV)/.installed: requirements.txt
-	@test -x $(PY) || python3 -m venv $(VENV)
+	@if ! $(PY) -m pip --version >/dev/null 2>&1; then \
+		echo ">> python3 -m venv $(VENV)"; rm -rf $(VENV) && python3 -m venv $(VENV); \
+	fi
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	@touch $@

@@ -164,17 +164,26 @@ build_if_missing() {
   fi
 }
 
-# The zip's compiled extensions fix the CPython it runs on, and its shared
-# libraries the oldest glibc it loads with. Deploying a zip that cannot load
-# R gives a function that answers 503 to everything, so refuse it here.
+# The zip's compiled extensions (cffi's backend) fix the CPython it runs on,
+# and its shared libraries the oldest glibc it loads with. A function whose
+# runtime is another Python cannot import rpy2 and answers 503 to everything,
+# so a disagreement between the zip and the template's runtime is refused
+# here (never papered over by switching the runtime).
 check_package() {
   [[ -f "$PACKAGE_ZIP" ]] || return 0
-  local tag
-  tag="$("$PYTHON" - "$PACKAGE_ZIP" <<'PY'
+  local zip_python
+  zip_python="$("$PYTHON" - "$PACKAGE_ZIP" <<'PY'
+import json
 import re
 import sys
 import zipfile
 
+report = sys.argv[1][: -len(".zip")] + ".report.json"
+try:
+    print("python" + json.load(open(report))["python"])
+    sys.exit(0)
+except (OSError, ValueError, KeyError):
+    pass
 try:
     names = zipfile.ZipFile(sys.argv[1]).namelist()
 except zipfile.BadZipFile:
@@ -183,20 +192,24 @@ tags = {m.group(1) for n in names for m in [re.search(r"\.cpython-3(\d+)-", n)] 
 print(f"python3.{tags.pop()}" if len(tags) == 1 else "")
 PY
 )"
-  local p explicit=0
+  local p runtime="" where="--param PythonRuntime"
   for p in "${PARAMS[@]}"; do
-    [[ "$p" == PythonRuntime=* ]] && explicit=1
+    [[ "$p" == PythonRuntime=* ]] && runtime="${p#PythonRuntime=}"
   done
-  if [[ -n "$tag" ]] && ((!explicit)); then
-    echo "# $PACKAGE_ZIP holds extensions for $tag: PythonRuntime=$tag"
-    PARAMS+=("PythonRuntime=$tag")
+  if [[ -z "$runtime" ]]; then
+    runtime="$(awk '/^  PythonRuntime:/ {f = 1} f && /Default:/ {print $2; exit}' template.yaml)"
+    where="template.yaml's PythonRuntime default"
   fi
+  if [[ -n "$zip_python" && -n "$runtime" && "$zip_python" != "$runtime" ]]; then
+    die "$PACKAGE_ZIP is built for $zip_python but the function would run on $runtime ($where): rpy2 could not load there. Rebuild with scripts/package.sh --python ${runtime#python}, or deploy with --param PythonRuntime=$zip_python"
+  fi
+  [[ -n "$zip_python" ]] && echo "# $PACKAGE_ZIP is built for $zip_python; the function runs on $runtime"
   local report="${PACKAGE_ZIP%.zip}.report.json" floors
   [[ -f "$report" ]] || return 0
   floors="$("$PYTHON" -c 'import json, sys; r = json.load(open(sys.argv[1])); print(r.get("glibc_floor", ""), r.get("lambda_glibc", ""))' "$report")"
   local need="${floors% *}" have="${floors#* }"
   if [[ -n "$need" && -n "$have" ]] && [[ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | tail -n1)" != "$have" ]]; then
-    local msg="$PACKAGE_ZIP needs glibc $need but Lambda's Amazon Linux 2023 has $have: R would not load there. Build the zip on Amazon Linux 2023, or deploy the container image (docs/DEPLOY.md)"
+    local msg="$PACKAGE_ZIP needs glibc $need but Lambda's Amazon Linux 2023 has $have: R would not load there. Rebuild it with scripts/package.sh (it checks the floor), or deploy the container image (docs/DEPLOY.md)"
     if ((FORCE || DRY_RUN)); then
       echo "warning: $msg" >&2
     else

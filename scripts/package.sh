@@ -1,36 +1,49 @@
 #!/usr/bin/env bash
-# Build build/admission.zip: the Lambda deployment package (python3.x runtime,
-# zip upload), carrying its own trimmed R, the shared libraries R needs, rpy2
-# and the handler. tests/test_package.py proves it runs where no R is installed.
+# Build build/admission.zip: the Lambda deployment package (python3.12 runtime
+# by default, zip upload) that loads on Lambda's Amazon Linux 2023 (glibc
+# 2.34, GLIBCXX 3.4.29). It carries an R built by the project in a Debian 11
+# root (scripts/build_r.sh, cached under build/cache/), rpy2 in ABI mode (pure
+# Python) with cffi's backend for the runtime's CPython, and the handler.
+# tests/test_lambda_runtime.py runs it under Lambda's own runtime client.
 #
-# Usage: scripts/package.sh [--strict] [--full-icu] [--model FILE.rds] [--r-packages pkgA,pkgB] [--out FILE]
-#   --strict         a GLIBC floor above LAMBDA_GLIBC is an error, not a warning
-#   --full-icu       ship ICU's 31 MB data library instead of a stub (see below)
+# Usage: scripts/package.sh [--python 3.12|3.13] [--model FILE.rds] [--r-packages pkgA,pkgB] [--out FILE]
+#   --python X.Y     the Lambda runtime's Python (default 3.12, or $LAMBDA_PYTHON)
 #   --model FILE     bundle the R packages this saved model needs, found from
 #                    the object itself (models/packages.R); e.g. a randomForest
-#   --r-packages     extra R packages a model needs (copied with their
-#                    Depends/Imports, recursively, from the build machine's R)
+#   --r-packages     extra R packages a model needs; each is built, with its
+#                    Depends/Imports/LinkingTo, from Debian's r-cran-<name>
+#                    source package in the build root (scripts/build_r.sh)
 #   --out FILE       where to write the zip (default build/admission.zip)
 # Environment:
-#   PY               the Python the package is built for (default .venv/bin/python);
-#                    rpy2 and cffi are taken from its site-packages
-#   LAMBDA_PYTHON    e.g. 3.12: refuse to build when PY is another version
+#   LAMBDA_PYTHON    default for --python
 #   LAMBDA_GLIBC     the target runtime's glibc (default 2.34, Amazon Linux 2023)
+#   LAMBDA_GLIBCXX   the target runtime's libstdc++ (default 3.4.29)
 #   LAMBDA_MAX_ZIP_BYTES, LAMBDA_MAX_UNZIPPED_BYTES
 #                    size limits (default Lambda's 50 MB and 250 MB)
-#   R_SRC            the R home to copy from (default: `R RHOME`)
+#   R_VERSION, R_BUILD_SUITE, R_SOURCE_SUITE, R_BUILD_MIRROR
+#                    how R is built (see scripts/build_r.sh)
+# Any failing step (a build, a floor above the target, an extension module
+# for another Python, a size limit) stops the build with a one-line reason and
+# leaves no zip.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-PY=${PY:-$ROOT/.venv/bin/python}
+# The Python that runs pip and the checks (not the target's: nothing is
+# compiled against it).
+HOSTPY=${HOSTPY:-$ROOT/.venv/bin/python}
 OUT=build/admission.zip
+PYVER=${LAMBDA_PYTHON:-3.12}
 LAMBDA_GLIBC=${LAMBDA_GLIBC:-2.34}
-STRICT=0
-FULL_ICU=0
+LAMBDA_GLIBCXX=${LAMBDA_GLIBCXX:-3.4.29}
 EXTRA_R_PACKAGES=""
 MODEL_RDS=""
+# R packages every zip carries beyond base R, built like --r-packages.
+# (issue 15 adds data.table here.)
+DEFAULT_R_PACKAGES=""
+RPY2_VERSION=3.5.17
+CFFI_VERSION=2.1.1
 # Lambda's limits; lower them to leave room for layers (they share the 250 MB).
 MAX_ZIP=${LAMBDA_MAX_ZIP_BYTES:-$((50 * 1024 * 1024))}            # zip upload limit
 MAX_UNZIPPED=${LAMBDA_MAX_UNZIPPED_BYTES:-$((250 * 1024 * 1024))} # unzipped size limit (incl. layers)
@@ -40,99 +53,103 @@ FIXED_TIME="2000-01-01 00:00:00 UTC"
 
 while [ $# -gt 0 ]; do
   case "$1" in
-    --strict) STRICT=1 ;;
+    --python) PYVER=${2:?--python needs a version such as 3.12}; shift ;;
+    --python=*) PYVER=${1#*=} ;;
     --r-packages) EXTRA_R_PACKAGES=${2:?--r-packages needs a comma-separated list}; shift ;;
     --r-packages=*) EXTRA_R_PACKAGES=${1#*=} ;;
     --model) MODEL_RDS=${2:?--model needs an .rds file}; shift ;;
     --model=*) MODEL_RDS=${1#*=} ;;
     --out) OUT=${2:?--out needs a file name}; shift ;;
     --out=*) OUT=${1#*=} ;;
-    --full-icu) FULL_ICU=1 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "package.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
-
-if [ -n "$MODEL_RDS" ]; then
-  # The model object names its packages (its classes', the models and recipe
-  # it wraps, their Depends/Imports); an uninstalled one stops the build here.
-  model_pkgs=$(Rscript "$ROOT/models/packages.R" "$MODEL_RDS" | paste -sd, -) \
-    || { echo "package.sh: cannot find the R packages $MODEL_RDS needs" >&2; exit 1; }
-  echo "package.sh: $MODEL_RDS needs R packages: ${model_pkgs:-none beyond base R}"
-  EXTRA_R_PACKAGES=$(printf '%s' "$EXTRA_R_PACKAGES,$model_pkgs" | sed 's/^,*//; s/,*$//; s/,,*/,/g')
-fi
+case "$PYVER" in
+  3.12|3.13) ;;
+  *) echo "package.sh: --python $PYVER: Lambda's Amazon Linux 2023 runtimes are python3.12 and python3.13" >&2; exit 2 ;;
+esac
+PYTAG=${PYVER/./}
 
 STEP=0
+STEP_NAME="start"
 T0=$(date +%s)
-step() { STEP=$((STEP + 1)); printf '\n==> [%d] %s\n' "$STEP" "$*"; }
+step() { STEP=$((STEP + 1)); STEP_NAME="$*"; printf '\n==> [%d] %s  (%d s)\n' "$STEP" "$*" "$(( $(date +%s) - T0 ))"; }
 info() { printf '    %s\n' "$*"; }
-die() { printf '\npackage.sh: ERROR: %s\n' "$*" >&2; exit 1; }
-warn() { printf '\n!!! WARNING: %s\n' "$*" >&2; }
+die() { printf '\npackage.sh: FAILED at step [%d] %s: %s\n' "$STEP" "$STEP_NAME" "$*" >&2; exit 1; }
 bytes_of() { find "$@" -type f -printf '%s\n' 2>/dev/null | awk '{s+=$1} END {print s+0}'; }
 files_of() { find "$@" -type f 2>/dev/null | wc -l; }
 is_elf() { [ "$(head -c 4 "$1" 2>/dev/null | od -An -c | tr -d ' ')" = '177ELF' ]; }
 
-for tool in R Rscript ldd objdump strip zip find; do
+for tool in objdump strip zip unzip find; do
   command -v "$tool" >/dev/null || die "$tool is not installed (make setup installs what the build needs)"
 done
-[ -x "$PY" ] || die "no Python at $PY: run make setup, or set PY=/path/to/python"
+[ -x "$HOSTPY" ] || die "no Python at $HOSTPY: run make setup, or set HOSTPY=/path/to/python"
+
+if [ -n "$MODEL_RDS" ]; then
+  # The model object names its packages (its classes', the models and recipe
+  # it wraps); build_r.sh adds their dependencies from the sources.
+  command -v Rscript >/dev/null || die "Rscript is needed to read $MODEL_RDS (make setup installs R)"
+  model_pkgs=$(Rscript "$ROOT/models/packages.R" "$MODEL_RDS" | paste -sd, -) \
+    || die "cannot find the R packages $MODEL_RDS needs"
+  echo "package.sh: $MODEL_RDS needs R packages: ${model_pkgs:-none beyond base R}"
+  EXTRA_R_PACKAGES="$EXTRA_R_PACKAGES,$model_pkgs"
+fi
+EXTRA_R_PACKAGES=$(printf '%s' "$DEFAULT_R_PACKAGES,$EXTRA_R_PACKAGES" | sed 's/^,*//; s/,*$//; s/,,*/,/g')
 
 OUT_ABS=$(mkdir -p "$(dirname "$OUT")" && cd "$(dirname "$OUT")" && pwd)/$(basename "$OUT")
 BUILD=$(dirname "$OUT_ABS")
-STAGE=$BUILD/stage
+STAGE=$(mktemp -d "$BUILD/.stage.XXXXXX")
 REPORT=${OUT_ABS%.zip}.report.json
+ZIP_TMP="$OUT_ABS.part"
+trap 'rm -rf "$STAGE" "$ZIP_TMP" "$STAGE.floors.json"' EXIT
+# A failed build leaves no zip: the old one goes first, the new one arrives by rename.
+rm -f "$OUT_ABS" "$REPORT"
+CACHE=${R_BUILD_CACHE:-$ROOT/build/cache}
 
 # ---------------------------------------------------------------------------
-step "Python the package is built for"
-PYVER=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-PYTAG=$("$PY" -c 'import sys; print("cpython-%d%d" % sys.version_info[:2])')
-info "building for Python $PYVER ($PY)"
-if [ -n "${LAMBDA_PYTHON:-}" ] && [ "$LAMBDA_PYTHON" != "$PYVER" ]; then
-  die "LAMBDA_PYTHON=$LAMBDA_PYTHON but the package would be built with Python $PYVER.
-  rpy2's API-mode extension (_rinterface_cffi_api.abi3.so) is abi3 and would load on
-  any CPython 3, but cffi's _cffi_backend.$PYTAG-x86_64-linux-gnu.so is specific to
-  CPython $PYVER: on python$LAMBDA_PYTHON the import of rpy2 fails ('No module named
-  _cffi_backend'). Build with a Python $LAMBDA_PYTHON environment that has rpy2 installed
-  (PY=/path/to/python$LAMBDA_PYTHON make package), or deploy with runtime python$PYVER."
-fi
-# Where rpy2 and cffi's backend really are for this interpreter.
-read -r SITE CFFI_BACKEND RPY2_API RPY2_VERSION < <("$PY" - <<'EOF'
-import importlib.util, os, rpy2, _cffi_backend
-api = importlib.util.find_spec("_rinterface_cffi_api")
-print(os.path.dirname(os.path.dirname(rpy2.__file__)), _cffi_backend.__file__,
-      api.origin if api else "-", rpy2.__version__)
-EOF
-) || die "rpy2 is not importable with $PY (make setup installs it)"
-[ "$RPY2_API" != "-" ] || die "rpy2's API-mode extension _rinterface_cffi_api is missing in $SITE (reinstall rpy2 from source with R headers present)"
-info "rpy2 $RPY2_VERSION from $SITE"
+step "R built for an old glibc (scripts/build_r.sh; cached in build/cache)"
+RPKG_DIRS=()
+BUILD_ROOTFS=""
+IFS=, read -r -a want_packages <<<"$EXTRA_R_PACKAGES"
+BUILD_OUT=$(bash "$ROOT/scripts/build_r.sh" "${want_packages[@]}") || die "building R failed (its reason is above)"
+while read -r kind name dir; do
+  case $kind in
+    rpkg) RPKG_DIRS+=("$dir"); info "R package $name  <- ${dir#"$ROOT"/}" ;;
+    root) BUILD_ROOTFS=$name ;;
+  esac
+done <<<"$BUILD_OUT"
+R_SRC=$(tail -1 <<<"$BUILD_OUT")
+[ -e "$R_SRC/lib/libR.so" ] || die "build_r.sh gave no R home ($R_SRC)"
+R_VERSION=$(awk '/^R / {print $2; exit}' "$R_SRC/../BUILDINFO")
+[ -d "$BUILD_ROOTFS" ] || die "build_r.sh named no build root"
+info "R $R_VERSION from ${R_SRC#"$ROOT"/}"
 
 # ---------------------------------------------------------------------------
 step "R home without its library"
-R_SRC=${R_SRC:-$(R RHOME)}
-# shellcheck disable=SC2016 # R code: the $ is R's
-R_VERSION=$(Rscript -e 'cat(R.version$major, R.version$minor, sep = ".")')
-info "R $R_VERSION from $R_SRC"
-rm -rf "$STAGE"
-mkdir -p "$STAGE/R/bin/exec" "$STAGE/R/etc" "$STAGE/R/library" "$STAGE/R/modules" "$STAGE/lib"
+mkdir -p "$STAGE/R/bin/exec" "$STAGE/R/etc" "$STAGE/R/library" "$STAGE/R/modules" "$STAGE/R/lib" "$STAGE/lib"
 cp "$R_SRC/bin/exec/R" "$STAGE/R/bin/exec/R"
+# libR.so stays in R_HOME/lib: rpy2's ABI mode dlopen()s R_HOME/lib/libR.so.
+# Its BLAS and LAPACK go to lib/, on Lambda's LD_LIBRARY_PATH at process
+# start (the loader reads that variable once; setting it later is too late).
+cp "$R_SRC/lib/libR.so" "$STAGE/R/lib/libR.so"
+cp "$R_SRC/lib/libRblas.so" "$R_SRC/lib/libRlapack.so" "$STAGE/lib/"
 # The Rscript binary execs $RHOME/bin/R, RHOME defaulting to the compiled-in
-# /usr/lib/R (see `strings $R_SRC/bin/Rscript`); a wrapper sets RHOME first.
+# /opt/R/lib/R; a wrapper sets RHOME first. rpy2 runs it at import.
 cp "$R_SRC/bin/Rscript" "$STAGE/R/bin/exec/Rscript"
 cat > "$STAGE/R/bin/Rscript" <<'EOF'
 #!/bin/sh
 # Rscript of the bundled R. The real binary (bin/exec/Rscript) would exec
-# /usr/lib/R/bin/R, compiled in, unless RHOME says where R is.
+# /opt/R/lib/R/bin/R, compiled in, unless RHOME says where R is.
 case "$0" in */*) here=${0%/*} ;; *) here=$(command -v "$0"); here=${here%/*} ;; esac
 RHOME=$(cd -P "$here/.." && pwd)
 export RHOME
 exec "$RHOME/bin/exec/Rscript" "$@"
 EOF
-# Debian's bin/R hardcodes R_HOME_DIR=/usr/lib/R and shells out to sed and
-# uname. This front end finds R_HOME from its own path and passes arguments
-# through unchanged (quoted "$@" needs none of the ~+~ escaping the original
-# does for its unquoted $args, and exec/R reads -e expressions verbatim).
-# `R CMD` (building packages) has no place in a function.
+# R's own bin/R hardcodes R_HOME_DIR and shells out to sed and uname. This
+# front end finds R_HOME from its own path and passes arguments through
+# unchanged. `R CMD` (building packages) has no place in a function.
 cat > "$STAGE/R/bin/R" <<'EOF'
 #!/bin/sh
 # R front end of the bundled R: R_HOME is the directory above this script.
@@ -161,50 +178,41 @@ fi
 export LD_LIBRARY_PATH
 EOF
 # Renviron is read by every R start (embedded too). Site libraries are made
-# R_HOME-relative (%S = R_HOME/site-library); Debian's /usr/local paths go.
-# Renviron.site, Rprofile.site (CRAN mirror), Makeconf and repositories are
-# read only by R CMD / install.packages, or set nothing a function needs.
+# R_HOME-relative (%S = R_HOME/site-library); the build root's paths go.
+# R 4.5 reads etc/repositories at start-up (utils' options), so it is kept;
+# Makeconf and Rprofile.site serve R CMD / install.packages only.
 sed -e "s|^R_LIBS_SITE=.*|R_LIBS_SITE=\${R_LIBS_SITE:-'%S'}|" \
   "$R_SRC/etc/Renviron" > "$STAGE/R/etc/Renviron"
 grep -q "^R_LIBS_SITE=\${R_LIBS_SITE:-'%S'}" "$STAGE/R/etc/Renviron" || die "could not rewrite R_LIBS_SITE in Renviron"
+# Collation in code point order, the same on every machine: R is built without
+# ICU and would otherwise follow the runtime's locale tables (Renviron
+# overrides the environment).
+printf '\n## scripts/package.sh: strings sort in C (code point) order everywhere.\nLC_COLLATE=C\n' >> "$STAGE/R/etc/Renviron"
+cp "$R_SRC/etc/repositories" "$STAGE/R/etc/"
 # modules/lapack.so: loaded by solve(), chol(), svd()... Left out:
-# internet.so (links libcurl, gnutls, ldap, ...; models come from S3 by boto3),
-# R_X11.so and R_de.so (X11 front ends).
+# internet.so (links libcurl; models come from S3 by boto3).
 cp "$R_SRC/modules/lapack.so" "$STAGE/R/modules/"
-info "bin: R, Rscript (front ends), exec/R, exec/Rscript; etc: Renviron, ldpaths; modules: lapack.so"
+info "bin: R, Rscript (front ends), exec/R, exec/Rscript; lib/libR.so; etc: Renviron, ldpaths, repositories; modules: lapack.so; lib/: libRblas.so, libRlapack.so"
 
 # ---------------------------------------------------------------------------
 step "R packages"
 # What start-up and scoring load, found by running the handler and asking R
-# (loadedNamespaces()) and by strace: the default packages (datasets utils
-# grDevices graphics stats methods), base, and compiler (R's JIT loads it the
-# first time a function is compiled, i.e. on the second call of a closure).
-# tools, the 2017 list's eighth, is not loaded for a plain lm/glm, but any
-# other model class is looked up with utils::getS3method(), which loads it
-# (tests/test_package.py: a randomForest zip without tools refuses the model
-# with "package 'tools' does not have a namespace"). 2.4 MB unzipped.
+# (loadedNamespaces()): the default packages (datasets utils grDevices
+# graphics stats methods), base, and compiler (R's JIT loads it the first time
+# a function is compiled). tools: any model class other than lm/glm is looked
+# up with utils::getS3method(), which loads it.
 BASE_R_PACKAGES=(base compiler datasets graphics grDevices methods stats tools utils)
-extra=()
-if [ -n "$EXTRA_R_PACKAGES" ]; then
-  mapfile -t extra < <(Rscript -e '
-    want <- strsplit(commandArgs(TRUE)[1], ",")[[1]]
-    want <- trimws(want[nzchar(trimws(want))])
-    ip <- installed.packages()
-    missing <- setdiff(want, rownames(ip))
-    if (length(missing)) stop("not installed on the build machine: ", paste(missing, collapse = ", "))
-    deps <- tools::package_dependencies(want, db = ip, which = c("Depends", "Imports"), recursive = TRUE)
-    cat(sort(unique(c(want, unlist(deps)))), sep = "\n")' "$EXTRA_R_PACKAGES" || echo "!failed")
-  [ "${extra[*]: -1}" != "!failed" ] || die "cannot resolve --r-packages $EXTRA_R_PACKAGES"
-fi
-mapfile -t ALL_R_PACKAGES < <(printf '%s\n' "${BASE_R_PACKAGES[@]}" "${extra[@]}" | LC_ALL=C sort -u)
-R_PACKAGES="${ALL_R_PACKAGES[*]}"
-for pkg in "${ALL_R_PACKAGES[@]}"; do
-  src=$(Rscript -e 'cat(find.package(commandArgs(TRUE)[1]))' "$pkg" 2>/dev/null) || die "R package $pkg is not installed"
-  # Everything in .Library: it is always on the library path, whatever the
-  # environment says.
-  cp -a "$src" "$STAGE/R/library/$pkg"
-  info "$pkg  <- $src"
+for pkg in "${BASE_R_PACKAGES[@]}"; do
+  [ -d "$R_SRC/library/$pkg" ] || die "the built R has no package $pkg"
+  cp -a "$R_SRC/library/$pkg" "$STAGE/R/library/$pkg"
 done
+info "base R: ${BASE_R_PACKAGES[*]}"
+for dir in "${RPKG_DIRS[@]}"; do
+  cp -a "$dir" "$STAGE/R/library/"
+done
+mapfile -t ALL_R_PACKAGES < <(find "$STAGE/R/library" -mindepth 1 -maxdepth 1 -printf '%f\n' | LC_ALL=C sort)
+R_PACKAGES="${ALL_R_PACKAGES[*]}"
+info "all: $R_PACKAGES"
 
 # ---------------------------------------------------------------------------
 step "Trim what no invocation reads"
@@ -216,27 +224,51 @@ for pkgdir in "$STAGE"/R/library/*/; do
   rm -f "$pkgdir"Meta/{Rd,hsearch,links,demo,vignette}.rds
 done
 rm -rf "$STAGE/R/library/grDevices/"{afm,enc,icc}
-# grDevices/libs/cairo.so is the cairo device (png(type = "cairo")),
-# loaded only when such a device opens; it alone pulls in X11, cairo, pango,
-# harfbuzz, glib, freetype, fontconfig, tiff, jpeg, webp ... (~40 libraries).
 rm -f "$STAGE/R/library/grDevices/libs/cairo.so"
-info "removed help, html, doc, demo, tests, po, include, NEWS, CITATION, INDEX; grDevices afm/enc/icc and the cairo device"
+info "removed help, html, doc, demo, tests, po, include, NEWS, CITATION, INDEX; grDevices afm/enc/icc"
 
 # ---------------------------------------------------------------------------
-step "Python packages: rpy2's low-level interface and cffi's backend"
+step "Python packages for CPython $PYVER: rpy2 $RPY2_VERSION (ABI mode) and cffi's backend"
+# Nothing is compiled against this machine's Python. rpy2 built with
+# RPY2_CFFI_MODE=ABI is pure Python (its _rinterface_cffi_abi.py dlopen()s
+# R_HOME/lib/libR.so at import); cffi's manylinux wheel for the target CPython
+# brings _cffi_backend. Both wheels are cached under build/cache/wheels.
+WHEELS=$CACHE/wheels
+mkdir -p "$WHEELS"
+rpy2_whl=$(ls "$WHEELS"/rpy2-"$RPY2_VERSION"-py3-none-any.whl 2>/dev/null | head -1 || true)
+if [ -z "$rpy2_whl" ]; then
+  tmpw=$(mktemp -d "$WHEELS/.rpy2.XXXXXX")
+  info "pip wheel rpy2==$RPY2_VERSION with RPY2_CFFI_MODE=ABI"
+  RPY2_CFFI_MODE=ABI "$HOSTPY" -m pip wheel -q --no-cache-dir --no-deps --no-binary rpy2 -w "$tmpw" "rpy2==$RPY2_VERSION" >"$tmpw/log" 2>&1 \
+    || { tail -5 "$tmpw/log" >&2; rm -rf "$tmpw"; die "building rpy2 $RPY2_VERSION in ABI mode failed"; }
+  rpy2_whl=$(ls "$tmpw"/rpy2-*-py3-none-any.whl 2>/dev/null | head -1 || true)
+  [ -n "$rpy2_whl" ] || { rm -rf "$tmpw"; die "rpy2's ABI-mode build gave no pure-Python wheel"; }
+  mv "$rpy2_whl" "$WHEELS/"
+  rpy2_whl=$WHEELS/${rpy2_whl##*/}
+  rm -rf "$tmpw"
+fi
+cffi_whl=$(ls "$WHEELS"/cffi-"$CFFI_VERSION"-cp"$PYTAG"-cp"$PYTAG"-manylinux*x86_64*.whl 2>/dev/null | head -1 || true)
+if [ -z "$cffi_whl" ]; then
+  info "pip download cffi==$CFFI_VERSION for cp$PYTAG manylinux2014_x86_64"
+  "$HOSTPY" -m pip download -q --no-deps --only-binary=:all: --platform manylinux2014_x86_64 --implementation cp \
+    --python-version "$PYVER" -d "$WHEELS" "cffi==$CFFI_VERSION" >/dev/null 2>&1 || die "pip download of cffi $CFFI_VERSION for CPython $PYVER failed"
+  cffi_whl=$(ls "$WHEELS"/cffi-"$CFFI_VERSION"-cp"$PYTAG"-cp"$PYTAG"-manylinux*x86_64*.whl 2>/dev/null | head -1 || true)
+  [ -n "$cffi_whl" ] || die "no manylinux cffi $CFFI_VERSION wheel for CPython $PYVER"
+fi
 # What the handler imports, checked with sys.modules after real requests:
-# rpy2 (situation, rinterface, rinterface_lib), the API-mode extension
-# _rinterface_cffi_api (abi3), and _cffi_backend, which that extension imports.
-# Not the cffi package (a build-time tool), pycparser, jinja2 or tzlocal
-# (robjects' and ipython's needs), nor rpy2.robjects, rlike, ipython, tests.
-# boto3/botocore are in every Lambda Python runtime and are not shipped.
+# rpy2 (situation, rinterface, rinterface_lib) and _rinterface_cffi_abi, which
+# imports _cffi_backend. Not robjects, rlike, ipython, tests, the C sources.
+unzip -q "$rpy2_whl" -d "$STAGE/.rpy2"
 mkdir -p "$STAGE/rpy2/rinterface_lib"
-cp "$SITE/rpy2/"{__init__.py,situation.py,rinterface.py} "$STAGE/rpy2/"
-cp "$SITE/rpy2/rinterface_lib/"*.py "$STAGE/rpy2/rinterface_lib/"
+cp "$STAGE/.rpy2/rpy2/"{__init__.py,situation.py,rinterface.py} "$STAGE/rpy2/"
+cp "$STAGE/.rpy2/rpy2/rinterface_lib/"*.py "$STAGE/rpy2/rinterface_lib/"
 rm -f "$STAGE/rpy2/rinterface_lib/embedded_mswin.py"
-cp "$RPY2_API" "$STAGE/"
-cp "$CFFI_BACKEND" "$STAGE/"
-info "$(basename "$RPY2_API"), $(basename "$CFFI_BACKEND"), rpy2/{__init__,situation,rinterface}.py, rpy2/rinterface_lib/*.py"
+cp "$STAGE/.rpy2/_rinterface_cffi_abi.py" "$STAGE/"
+rm -rf "$STAGE/.rpy2"
+unzip -q -j "$cffi_whl" "_cffi_backend.cpython-$PYTAG-*.so" -d "$STAGE" || die "no _cffi_backend in ${cffi_whl##*/}"
+if unzip -l "$cffi_whl" | grep -q ' cffi\.libs/'; then unzip -q "$cffi_whl" 'cffi.libs/*' -d "$STAGE"; fi
+info "${rpy2_whl##*/}: rpy2/{__init__,situation,rinterface}.py, rpy2/rinterface_lib/*.py, _rinterface_cffi_abi.py"
+info "${cffi_whl##*/}: $(cd "$STAGE" && ls _cffi_backend.*)"
 
 # ---------------------------------------------------------------------------
 step "Handler and rlambda at the zip root"
@@ -246,79 +278,13 @@ mkdir -p "$STAGE/rlambda"
 info "handler.py, test_handler.py, rlambda/ ($(files_of "$STAGE/rlambda") files)"
 
 # ---------------------------------------------------------------------------
-step "Shared libraries (ldd closure, minus glibc)"
-# Every Lambda runtime has glibc (libc, libm, libpthread, libdl, librt,
-# libresolv, ...) and the loader; everything else is shipped in lib/, which
-# is on Lambda's LD_LIBRARY_PATH (/var/task/lib). libR.so goes there too:
-# rpy2's API-mode extension links libR.so by soname, and its RUNPATH points at
-# the build machine (/usr/lib/R/lib), so it is found through LD_LIBRARY_PATH.
-# (RPY2_CFFI_MODE=ABI would dlopen R_HOME/lib/libR.so by path instead; a
-# one-row request measured the same either way, ~0.36 ms, R's evaluation
-# dominates. ABI mode would still need lib/ on LD_LIBRARY_PATH for libR.so's
-# own dependencies, so API mode, the default, is kept.)
-GLIBC_LIBS='^(linux-vdso\.so|ld-linux-x86-64\.so|libc\.so|libm\.so|libmvec\.so|libpthread\.so|libdl\.so|librt\.so|libresolv\.so|libutil\.so|libanl\.so|libnss_|libBrokenLocale\.so|libthread_db\.so)'
-declare -A NEEDED=()
-elfs=()
-while IFS= read -r -d '' f; do is_elf "$f" && elfs+=("$f"); done < <(find "$STAGE" -type f -print0)
-# libR.so itself is resolved the same way as everything else (through the
-# host's copy), so it needs nothing special beyond being in the list.
-for f in "${elfs[@]}" "$R_SRC/lib/libR.so"; do
-  while read -r name arrow path _; do
-    [ "$arrow" = "=>" ] || continue
-    [[ "$name" =~ $GLIBC_LIBS ]] && continue
-    [ "$path" = "not" ] && die "$(basename "$f") needs $name, which is not found on the build machine"
-    NEEDED[$name]=$path
-  done < <(env -u LD_LIBRARY_PATH ldd "$f" 2>/dev/null || true)
-done
-for name in $(printf '%s\n' "${!NEEDED[@]}" | LC_ALL=C sort); do
-  real=$(readlink -f "${NEEDED[$name]}")
-  # Copied under the soname: Debian's libblas.so.3 and liblapack.so.3 are
-  # alternatives symlinks (/etc/alternatives -> .../blas/libblas.so.3).
-  cp "$real" "$STAGE/lib/$name"
-  if [ "$real" != "${NEEDED[$name]}" ]; then info "$name  <- $real"; else info "$name"; fi
-done
-
-# ---------------------------------------------------------------------------
-step "ICU data"
-# libR.so links libicuuc/libicui18n, so they must load; R calls ICU only to
-# collate strings (sort, order, factor levels, and methods' start-up) in a
-# non-C collation locale, C.UTF-8 included. libicudata is 31 MB of tables
-# (12 MB zipped, 40% of the zip) that only that collation reads. By default
-# it is replaced by a stub that defines the same symbol, and R/etc/Renviron
-# pins LC_COLLATE=C (Renviron overrides the environment) and clears
-# R_ICU_LOCALE, so R never opens an ICU collator: strings sort in C (code
-# point) order, the same on every machine. --full-icu ships the real data
-# (locale-aware collation); so does any bundled R package that links ICU
-# itself (e.g. stringi), detected below.
-icudata=""
-for f in "$STAGE"/lib/libicudata.so.*; do [ -e "$f" ] && icudata=${f##*/}; done
-icu_users=""
-for f in "$STAGE"/R/library/*/libs/*.so; do
-  [ -e "$f" ] || continue
-  if objdump -p "$f" 2>/dev/null | grep -q 'NEEDED *libicu'; then icu_users="$icu_users ${f#"$STAGE"/}"; fi
-done
-if [ -z "$icudata" ]; then
-  info "no libicudata in the closure (R built without ICU)"
-elif [ "$FULL_ICU" = 1 ]; then
-  info "--full-icu: shipping $icudata ($(stat -c %s "$STAGE/lib/$icudata") bytes)"
-elif [ -n "$icu_users" ]; then
-  info "shipping the real $icudata: R packages link ICU themselves:$icu_users"
-elif ! command -v gcc >/dev/null; then
-  warn "gcc is not installed: cannot build the ICU data stub, shipping the real $icudata"
-else
-  icu_major=${icudata#libicudata.so.}
-  icu_major=${icu_major%%.*}
-  stub_src=$BUILD/icudata-stub.c
-  printf '%s\n' "/* Stands in for ICU's data library (see scripts/package.sh): defines the" \
-    "   symbol libicuuc links to; ICU finds no valid data in it and reports an error" \
-    "   if it is ever asked for some, which R avoids with LC_COLLATE=C. */" \
-    "const unsigned char icudt${icu_major}_dat[16] __attribute__((aligned(16))) = {0};" > "$stub_src"
-  gcc -shared -fPIC -O2 -Wl,-soname,"$icudata" -o "$STAGE/lib/$icudata" "$stub_src"
-  rm -f "$stub_src"
-  objdump -T "$STAGE/lib/$icudata" | grep -q "icudt${icu_major}_dat" || die "the ICU stub lacks icudt${icu_major}_dat"
-  printf '\n## This package ships a stub of ICU'"'"'s data (scripts/package.sh): keep string\n## collation out of ICU. Build with --full-icu for locale-aware collation.\nLC_COLLATE=C\nR_ICU_LOCALE=\n' >> "$STAGE/R/etc/Renviron"
-  info "$icudata replaced by a stub (icudt${icu_major}_dat); Renviron: LC_COLLATE=C, R_ICU_LOCALE unset"
-fi
+step "Shared libraries from the build root (DT_NEEDED closure, minus glibc)"
+# Every Lambda runtime has glibc (libc, libm, libpthread, libdl, librt, ...)
+# and the loader; everything else comes from the Debian 11 root R was built in
+# and goes to lib/, which is on Lambda's LD_LIBRARY_PATH (/var/task/lib).
+"$HOSTPY" "$ROOT/scripts/elf_check.py" closure "$STAGE" lib "$STAGE/lib" "$STAGE/R/lib" \
+  "$BUILD_ROOTFS/lib/x86_64-linux-gnu" "$BUILD_ROOTFS/usr/lib/x86_64-linux-gnu" \
+  || die "a shared library is missing (named above)"
 
 # ---------------------------------------------------------------------------
 step "Strip debug symbols, drop caches, fix modes and times"
@@ -340,52 +306,22 @@ find "$STAGE" -type f -name '*.so*' -exec chmod 755 {} +
 find "$STAGE" -exec touch -h -d "$FIXED_TIME" {} +
 
 # ---------------------------------------------------------------------------
+step "Floors: GLIBC <= $LAMBDA_GLIBC, GLIBCXX <= $LAMBDA_GLIBCXX, extension modules for CPython $PYVER"
+"$HOSTPY" "$ROOT/scripts/elf_check.py" floors "$STAGE" "$STAGE.floors.json" "$LAMBDA_GLIBC" "$LAMBDA_GLIBCXX" "$PYTAG" \
+  || die "the package would not load on Lambda's python$PYVER runtime (files named above)"
+read -r GLIBC_FLOOR GLIBCXX_FLOOR < <("$HOSTPY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["glibc_floor"], d["glibcxx_floor"])' "$STAGE.floors.json")
+
+# ---------------------------------------------------------------------------
 step "Zip (sorted entries, fixed times, no extra attributes)"
 # Written under a temporary name and moved into place only once every check
-# below has passed: readers never see a partial zip, a failed build leaves none.
-ZIP_TMP="$OUT_ABS.part"
-rm -f "$ZIP_TMP" "$OUT_ABS"
-trap 'rm -f "$ZIP_TMP"' EXIT
-( cd "$STAGE" && find . -mindepth 1 -printf '%P\n' | LC_ALL=C sort | TZ=UTC zip -X -9 -q -@ "$ZIP_TMP" )
+# has passed: readers never see a partial zip, a failed build leaves none.
+rm -f "$ZIP_TMP"
+( cd "$STAGE" && find . -mindepth 1 -printf '%P\n' | LC_ALL=C sort | TZ=UTC zip -X -9 -q -@ "$ZIP_TMP" ) \
+  || die "zip failed (disk full?)"
 ZIP_BYTES=$(stat -c %s "$ZIP_TMP")
 UNZIPPED_BYTES=$(bytes_of "$STAGE")
 ZIP_SHA=$(sha256sum "$ZIP_TMP" | cut -d' ' -f1)
 info "$OUT ($ZIP_BYTES bytes, sha256 $ZIP_SHA)"
-
-# ---------------------------------------------------------------------------
-step "GLIBC floor (highest GLIBC_x.y any bundled binary needs; target $LAMBDA_GLIBC)"
-# objdump -T lists the dynamic symbols with their versions; the undefined
-# ones are what the file needs from glibc.
-ver_gt() { [ "$1" != "$2" ] && [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | tail -1)" = "$1" ]; }
-GLIBC_FLOOR=0
-declare -A GLIBC_OF=()
-over=()
-for f in $(cd "$STAGE" && find . -type f -printf '%P\n' | LC_ALL=C sort); do
-  is_elf "$STAGE/$f" || continue
-  v=$(objdump -T "$STAGE/$f" 2>/dev/null | awk '/\*UND\*/' | grep -oE 'GLIBC_[0-9]+(\.[0-9]+)+' | sed 's/GLIBC_//' | sort -uV | tail -1 || true)
-  [ -n "$v" ] || continue
-  GLIBC_OF[$f]=$v
-  ver_gt "$v" "$GLIBC_FLOOR" && GLIBC_FLOOR=$v
-  if ver_gt "$v" "$LAMBDA_GLIBC"; then
-    syms=$(objdump -T "$STAGE/$f" | awk '/\*UND\*/' | grep -oE 'GLIBC_[0-9.]+\)? +[^ ]+$' | tr -d ')' \
-      | while read -r gv sym; do ver_gt "${gv#GLIBC_}" "$LAMBDA_GLIBC" && echo "$sym@${gv}"; done | sort -u | tr '\n' ' ' || true)
-    over+=("$f needs GLIBC_$v: $syms")
-  fi
-done
-info "GLIBC floor of the package: $GLIBC_FLOOR (Lambda target: $LAMBDA_GLIBC)"
-for f in $(printf '%s\n' "${!GLIBC_OF[@]}" | LC_ALL=C sort); do
-  printf '      %-58s GLIBC_%s\n' "$f" "${GLIBC_OF[$f]}"
-done
-if ver_gt "$GLIBC_FLOOR" "$LAMBDA_GLIBC"; then
-  msg="the package needs GLIBC $GLIBC_FLOOR but the Lambda runtime has $LAMBDA_GLIBC:
-$(printf '      %s\n' "${over[@]}")
-  On Lambda these fail to load ('version GLIBC_$GLIBC_FLOOR not found'). Build on
-  Amazon Linux 2023 (e.g. in public.ecr.aws/lambda/python:3.12 or an al2023 container,
-  with R built or installed there) so the binaries link against glibc $LAMBDA_GLIBC,
-  or ship this Debian build as a Lambda container image instead of a zip."
-  if [ "$STRICT" = 1 ]; then die "$msg"; else warn "$msg
-  (--strict makes this an error)"; fi
-fi
 
 # ---------------------------------------------------------------------------
 step "Summary"
@@ -396,61 +332,64 @@ component() {
   C_FILES+=("$(files_of "$@")"); C_BYTES+=("$(bytes_of "$@")")
 }
 shopt -s nullglob
-icu_libs=("$STAGE"/lib/libicu*)
-math_libs=("$STAGE"/lib/lib{blas,lapack,gfortran,quadmath}*)
+math_libs=("$STAGE"/lib/lib{Rblas,Rlapack,gfortran,quadmath}*)
 gcc_libs=("$STAGE"/lib/lib{stdc++,gcc_s,gomp}*)
 other_libs=()
 for f in "$STAGE"/lib/*; do
   case ${f##*/} in
-    libR.so|libicu*|libblas*|liblapack*|libgfortran*|libquadmath*|libstdc++*|libgcc_s*|libgomp*) ;;
+    libRblas*|libRlapack*|libgfortran*|libquadmath*|libstdc++*|libgcc_s*|libgomp*) ;;
     *) other_libs+=("$f") ;;
   esac
 done
+cffi_files=("$STAGE"/_cffi_backend.*)
+[ -d "$STAGE/cffi.libs" ] && cffi_files+=("$STAGE/cffi.libs")
 shopt -u nullglob
 component "R home (bin, etc, modules)" "$STAGE/R/bin" "$STAGE/R/etc" "$STAGE/R/modules"
 component "R packages (R/library)" "$STAGE/R/library"
-component "libR.so" "$STAGE/lib/libR.so"
-component "ICU (lib/libicu*)" "${icu_libs[@]}"
-component "BLAS/LAPACK, gfortran, quadmath" "${math_libs[@]}"
+component "libR.so" "$STAGE/R/lib"
+component "R's BLAS/LAPACK, gfortran, quadmath" "${math_libs[@]}"
 component "libstdc++, libgcc_s, libgomp" "${gcc_libs[@]}"
 component "other shared libraries" "${other_libs[@]}"
-component "Python: rpy2 + _cffi_backend" "$STAGE/rpy2" "$STAGE/$(basename "$RPY2_API")" "$STAGE/$(basename "$CFFI_BACKEND")"
+component "Python: rpy2 + _cffi_backend" "$STAGE/rpy2" "$STAGE/_rinterface_cffi_abi.py" "${cffi_files[@]}"
 component "handler, test_handler, rlambda" "$STAGE/handler.py" "$STAGE/test_handler.py" "$STAGE/rlambda"
-printf '\n    %-34s %7s %14s\n' "component" "files" "bytes unzipped"
-printf '    %-34s %7s %14s\n' "----------------------------------" "-------" "--------------"
+printf '\n    %-36s %7s %14s\n' "component" "files" "bytes unzipped"
+printf '    %-36s %7s %14s\n' "------------------------------------" "-------" "--------------"
 total_files=0
 for i in "${!C_NAME[@]}"; do
-  printf '    %-34s %7d %14d\n' "${C_NAME[$i]}" "${C_FILES[$i]}" "${C_BYTES[$i]}"
+  printf '    %-36s %7d %14d\n' "${C_NAME[$i]}" "${C_FILES[$i]}" "${C_BYTES[$i]}"
   total_files=$((total_files + C_FILES[i]))
 done
-[ "$total_files" -eq "$(files_of "$STAGE")" ] || warn "components cover $total_files of $(files_of "$STAGE") files"
-printf '    %-34s %7d %14d\n' "total unzipped" "$(files_of "$STAGE")" "$UNZIPPED_BYTES"
-printf '    %-34s %7s %14d   (%s MB)\n' "zip ($OUT)" "" "$ZIP_BYTES" "$(awk -v b="$ZIP_BYTES" 'BEGIN {printf "%.1f", b / 1048576}')"
+[ "$total_files" -eq "$(files_of "$STAGE")" ] || die "the size table covers $total_files of $(files_of "$STAGE") files"
+printf '    %-36s %7d %14d\n' "total unzipped" "$(files_of "$STAGE")" "$UNZIPPED_BYTES"
+printf '    %-36s %7s %14d   (%s MB)\n' "zip ($OUT)" "" "$ZIP_BYTES" "$(awk -v b="$ZIP_BYTES" 'BEGIN {printf "%.1f", b / 1048576}')"
+printf '    GLIBC floor %s (Lambda python%s: %s), GLIBCXX floor %s (%s)\n' "$GLIBC_FLOOR" "$PYVER" "$LAMBDA_GLIBC" "$GLIBCXX_FLOOR" "$LAMBDA_GLIBCXX"
 printf '\n    largest files:\n'
-# (awk reads all its input: `head` would end the pipe early, and pipefail with it)
 (cd "$STAGE" && find . -type f -printf '%s %P\n' | sort -k1,1nr -k2 | awk 'NR <= 8 {printf "      %10d  %s\n", $1, $2}')
-
-# Machine-readable figures for bench/bench_package.py and the docs.
-"$PY" - "$REPORT" <<EOF
-import json, sys
-names = """$(printf '%s\n' "${C_NAME[@]}")""".splitlines()
-files = [int(x) for x in "${C_FILES[*]}".split()]
-sizes = [int(x) for x in "${C_BYTES[*]}".split()]
-glibc = {k: v for k, v in (line.split("=", 1) for line in """$(for f in "${!GLIBC_OF[@]}"; do echo "$f=${GLIBC_OF[$f]}"; done)""".splitlines() if line)}
-json.dump({
-    "zip": "$OUT", "zip_bytes": $ZIP_BYTES, "zip_sha256": "$ZIP_SHA", "unzipped_bytes": $UNZIPPED_BYTES,
-    "components": [{"name": n, "files": f, "bytes": s} for n, f, s in zip(names, files, sizes)],
-    "glibc_floor": "$GLIBC_FLOOR", "lambda_glibc": "$LAMBDA_GLIBC", "glibc_by_file": dict(sorted(glibc.items())),
-    "python": "$PYVER", "r_version": "$R_VERSION", "rpy2": "$RPY2_VERSION", "full_icu": $FULL_ICU == 1,
-    "r_packages": "$R_PACKAGES".split(),
-}, open(sys.argv[1], "w"), indent=1)
-EOF
-info "figures written to ${REPORT#"$ROOT"/}"
 
 # ---------------------------------------------------------------------------
 step "Lambda limits"
 [ "$ZIP_BYTES" -le "$MAX_ZIP" ] || die "the zip is $ZIP_BYTES bytes, over the limit of $MAX_ZIP (Lambda's direct upload: 50 MB); trim it, or upload through S3 / use a layer"
 [ "$UNZIPPED_BYTES" -le "$MAX_UNZIPPED" ] || die "the package unzips to $UNZIPPED_BYTES bytes, over the limit of $MAX_UNZIPPED (Lambda: 250 MB with layers); trim it or use a container image"
 info "zip $ZIP_BYTES <= $MAX_ZIP; unzipped $UNZIPPED_BYTES <= $MAX_UNZIPPED"
+
+# Machine-readable figures for tests, bench/bench_package.py and the docs.
+"$HOSTPY" - "$REPORT.part" "$STAGE.floors.json" <<EOF || die "could not write the report"
+import json, sys
+names = """$(printf '%s\n' "${C_NAME[@]}")""".splitlines()
+files = [int(x) for x in "${C_FILES[*]}".split()]
+sizes = [int(x) for x in "${C_BYTES[*]}".split()]
+floors = json.load(open(sys.argv[2]))
+floors.pop("problems")
+json.dump({
+    "zip": "$OUT", "zip_bytes": $ZIP_BYTES, "zip_sha256": "$ZIP_SHA", "unzipped_bytes": $UNZIPPED_BYTES,
+    "components": [{"name": n, "files": f, "bytes": s} for n, f, s in zip(names, files, sizes)],
+    **floors,
+    "python": "$PYVER", "r_version": "$R_VERSION", "r_home_source": "${R_SRC#"$ROOT"/}",
+    "rpy2": "$RPY2_VERSION", "rpy2_cffi_mode": "ABI", "cffi": "$CFFI_VERSION",
+    "r_packages": "$R_PACKAGES".split(), "build_seconds": $(( $(date +%s) - T0 )),
+}, open(sys.argv[1], "w"), indent=1)
+EOF
+mv "$REPORT.part" "$REPORT"
 mv "$ZIP_TMP" "$OUT_ABS"
-info "built for Python $PYVER, R $R_VERSION, rpy2 $RPY2_VERSION, GLIBC floor $GLIBC_FLOOR, in $(( $(date +%s) - T0 )) s"
+info "figures written to ${REPORT#"$ROOT"/}"
+info "built for python$PYVER, R $R_VERSION, rpy2 $RPY2_VERSION (ABI), GLIBC floor $GLIBC_FLOOR, GLIBCXX floor $GLIBCXX_FLOOR, in $(( $(date +%s) - T0 )) s"

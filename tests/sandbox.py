@@ -2,10 +2,12 @@
 
 The sandbox is built from an empty root, not from the host's: the task root
 is mounted read-only at /var/task, a host directory is the only writable place
-(/tmp), the interpreter is mounted where Lambda keeps its own (/var/lang), and
+(/tmp), the interpreter is mounted where Lambda keeps its own (/var/lang; a
+distribution's Python with prefix /usr stays in /usr instead), and
 boto3 (which every Lambda Python runtime provides, so the package does not
-ship it) lives in /var/runtime. The system R is hidden (/usr/lib/R,
-/usr/share/R, /etc/R), and so is every shared library of the host that a
+ship it) and Lambda's runtime interface client awslambdaric live in
+/var/runtime. The system R is hidden (/usr/lib/R, /usr/share/R, /etc/R,
+/usr/local; /usr/bin/R and Rscript are no programs there), and so is every shared library of the host that a
 Lambda runtime would not have: /usr/lib/x86_64-linux-gnu shows only glibc and
 what the Python runtime itself needs (its interpreter, the stdlib extension
 modules boto3 imports, /bin/sh). A package that forgot libgfortran or an R
@@ -14,8 +16,12 @@ package therefore fails here as it would on Lambda.
 The interpreter runs with ``-S`` (no site-packages at all), so rpy2 and
 _cffi_backend can only come from the package.
 
-Reusable: ``Sandbox.create(task_root, tmp)`` then ``invoke(events)``,
-``run_python(...)`` or ``run(argv)``.
+The interpreter is the one the package targets (``find_python("3.12")``:
+pyenv or PATH, never a hard-coded path) or, by default, the venv's base one.
+
+Reusable: ``Sandbox.create(task_root, tmp, env, python=...)`` then
+``invoke(events)``, ``run_python(...)``, ``run(argv)`` or ``command(argv)``
+(tests/test_lambda_runtime.py runs awslambdaric with it).
 """
 
 from __future__ import annotations
@@ -39,8 +45,11 @@ PACKAGE_REPORT = BUILD / "admission.report.json"
 LIBDIR = Path("/usr/lib/x86_64-linux-gnu")
 # The host's R, hidden from the sandbox (Debian layout).
 SYSTEM_R = ("/usr/lib/R", "/usr/share/R", "/etc/R", "/usr/local")
+SYSTEM_R_PROGRAMS = ("/usr/bin/R", "/usr/bin/Rscript")
 # What Lambda's Python runtime provides, copied from the venv into /var/runtime.
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six.py")
+# Lambda's runtime interface client (the python3.12+ runtimes' bootstrap), for /var/runtime.
+AWSLAMBDARIC_VERSION = "4.2.2"
 # Environment of a Lambda function (python3.x, x86_64), less the secrets.
 LAMBDA_LD_LIBRARY_PATH = "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib"
 
@@ -150,6 +159,46 @@ def base_python() -> Path:
     return Path(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))
 
 
+def package_python_version() -> str:
+    """The Python the built package targets (its report), e.g. "3.12"."""
+    return json.loads(PACKAGE_REPORT.read_text())["python"]
+
+
+def _probe(python: Path) -> dict[str, str] | None:
+    """The real executable, version and base prefix of an interpreter, or None if it does not run."""
+    code = "import json, sys; print(json.dumps({'exe': sys.executable, 'ver': '%d.%d' % sys.version_info[:2], 'prefix': sys.base_prefix}))"
+    try:
+        proc = subprocess.run([str(python), "-I", "-S", "-c", code], capture_output=True, text=True, timeout=60)
+    except OSError:
+        return None
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def find_python(version: str) -> Path | None:
+    """An installed CPython ``version`` (e.g. "3.12"): pyenv's, then one on PATH; None if none.
+
+    Never a hard-coded path: ``pyenv prefix`` for each installed 3.x.y, then
+    ``python3.x`` on PATH (pyenv's shims fail for a version that is not
+    selected, so each candidate is run once to be sure).
+    """
+    candidates: list[Path] = []
+    if shutil.which("pyenv"):
+        proc = subprocess.run(["pyenv", "versions", "--bare"], capture_output=True, text=True)
+        for name in sorted(proc.stdout.split(), reverse=True):
+            if name == version or name.startswith(version + "."):
+                prefix = subprocess.run(["pyenv", "prefix", name], capture_output=True, text=True).stdout.strip()
+                if prefix:
+                    candidates.append(Path(prefix) / "bin" / f"python{version}")
+    on_path = shutil.which(f"python{version}")
+    if on_path:
+        candidates.append(Path(on_path))
+    for candidate in candidates:
+        facts = _probe(candidate)
+        if facts and facts["ver"] == version:
+            return Path(os.path.realpath(facts["exe"]))
+    return None
+
+
 def _ldd(paths: Iterable[str]) -> set[str]:
     """Resolved paths of the shared libraries the given ELF files need."""
     found: set[str] = set()
@@ -178,24 +227,44 @@ def _glibc_files() -> list[str]:
 
 
 def runtime_dir(python: Path) -> Path:
-    """/var/runtime: boto3 and its dependencies plus the bootstrap, made once."""
+    """/var/runtime for ``python``: boto3 and its dependencies (pure Python, from
+    the venv), Lambda's runtime interface client awslambdaric (its manylinux
+    wheel for that CPython, from PyPI) and the stand-in bootstrap; made once.
+
+    Built under a temporary name and renamed: an interrupted build leaves none.
+    """
     from importlib.metadata import version
 
-    target = BUILD / "sandbox-runtime"
+    facts = _probe(python)
+    if facts is None:
+        raise RuntimeError(f"{python} does not run")
+    ver = facts["ver"]
+    target = BUILD / f"sandbox-runtime-{ver}"
     stamp = target / ".complete"
-    # Remade when the venv's boto3/botocore change.
-    wanted = f"boto3 {version('boto3')} botocore {version('botocore')}"
+    # Remade when the venv's boto3/botocore or the pinned awslambdaric change.
+    wanted = f"boto3 {version('boto3')} botocore {version('botocore')} awslambdaric {AWSLAMBDARIC_VERSION}"
     if not stamp.exists() or stamp.read_text() != wanted:
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir(parents=True)
+        tmp = BUILD / f".sandbox-runtime-{ver}.{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
         site = Path(sysconfig.get_paths()["purelib"])
         for name in RUNTIME_PACKAGES:
             src = site / name
             if src.is_dir():
-                shutil.copytree(src, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+                shutil.copytree(src, tmp / name, ignore=shutil.ignore_patterns("__pycache__"))
             else:
-                shutil.copy2(src, target / name)
-        stamp.write_text(wanted)
+                shutil.copy2(src, tmp / name)
+        # For the target CPython, never compiled here: like Lambda's own copy.
+        pip = [sys.executable, "-m", "pip", "install", "-q", "--no-compile", "--target", str(tmp),
+               "--only-binary=:all:", "--platform", "manylinux2014_x86_64", "--implementation", "cp",
+               "--python-version", ver, f"awslambdaric=={AWSLAMBDARIC_VERSION}"]
+        proc = subprocess.run(pip, capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise RuntimeError(f"pip could not install awslambdaric {AWSLAMBDARIC_VERSION} for CPython {ver}:\n{proc.stderr[-2000:]}")
+        (tmp / ".complete").write_text(wanted)
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
     (target / "bootstrap.py").write_text(BOOTSTRAP)
     return target
 
@@ -210,7 +279,8 @@ def runtime_libraries(python: Path, runtime: Path) -> list[str]:
     probe = (
         "import sys; sys.path[:0] = [sys.argv[1]]\n"
         "import boto3, botocore.session, json, hashlib, ssl, tempfile, array, contextvars, logging, "
-        "urllib.parse, unittest, importlib, uuid, decimal\n"
+        "urllib.parse, unittest, importlib, uuid, decimal, http.client\n"
+        "import awslambdaric.bootstrap, runtime_client\n"
         "boto3.client('s3', region_name='us-east-1', endpoint_url='http://127.0.0.1:9')\n"
         "print('\\n'.join(sorted({m.__file__ for m in list(sys.modules.values()) "
         "if (getattr(m, '__file__', None) or '').endswith('.so')})))\n"
@@ -237,14 +307,20 @@ class Sandbox:
     env: dict[str, str]
 
     @classmethod
-    def create(cls, task_root: Path, tmp: Path, env: Mapping[str, str] | None = None) -> "Sandbox":
-        """A sandbox for ``task_root`` with ``tmp`` as its /tmp and extra ``env``."""
+    def create(cls, task_root: Path, tmp: Path, env: Mapping[str, str] | None = None,
+               python: Path | None = None) -> "Sandbox":
+        """A sandbox for ``task_root`` with ``tmp`` as its /tmp and extra ``env``.
+
+        ``python``: the runtime's interpreter (default: the venv's base
+        interpreter); a package built for python3.12 needs a CPython 3.12
+        (``find_python("3.12")``).
+        """
         if shutil.which("bwrap") is None:
             raise RuntimeError("bubblewrap (bwrap) is not installed: make setup installs it")
-        python = base_python()
+        python = python or base_python()
         runtime = runtime_dir(python)
         tmp.mkdir(parents=True, exist_ok=True)
-        ver = "%d.%d" % sys.version_info[:2]
+        ver = _probe(python)["ver"]  # type: ignore[index]
         base_env = {
             "LAMBDA_TASK_ROOT": "/var/task",
             "LAMBDA_RUNTIME_DIR": "/var/runtime",
@@ -269,10 +345,19 @@ class Sandbox:
         base_env.update(env or {})
         return cls(task_root, tmp, python, runtime, runtime_libraries(python, runtime), base_env)
 
+    def _layout(self) -> dict[str, str]:
+        """Where the interpreter lives: its base prefix, version and sandbox path."""
+        if not hasattr(self, "_facts"):
+            facts = _probe(self.python)
+            if facts is None:
+                raise RuntimeError(f"{self.python} does not run")
+            self._facts = facts
+        return self._facts
+
     def command(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
         """The bwrap command line that runs ``argv`` inside the sandbox."""
-        prefix = self.python.parent.parent  # <prefix>/bin/python3.x
-        ver = "%d.%d" % sys.version_info[:2]
+        facts = self._layout()
+        prefix, ver = Path(facts["prefix"]), facts["ver"]
         cmd = [
             "bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent", "--new-session",
             "--ro-bind", "/usr", "/usr",
@@ -283,13 +368,26 @@ class Sandbox:
         ]
         for hidden in SYSTEM_R:
             cmd += ["--tmpfs", hidden]
+        for program in SYSTEM_R_PROGRAMS:  # the front ends of the hidden R: no longer programs
+            if Path(program).exists():
+                cmd += ["--ro-bind", "/dev/null", program]
         # Only glibc and the Python runtime's own libraries stay visible.
         cmd += ["--tmpfs", str(LIBDIR)]
         for lib in self.allowed_libs:
             cmd += ["--ro-bind", lib, lib]
+        # Debian's Python packages (rpy2, cffi... of the system): Lambda has none.
+        for site in (f"/usr/lib/python{ver}/site-packages", "/usr/lib/python3/dist-packages"):
+            if Path(site).is_dir():
+                cmd += ["--tmpfs", site]
+        # A self-contained prefix (pyenv's) goes where Lambda keeps its Python.
+        # A distribution's Python (Debian's, prefix /usr) stays where it is,
+        # under the /usr already mounted: mounting /usr at /var/lang would
+        # bring the system R back in (/var/lang/lib/R).
+        if prefix != Path("/usr"):
+            cmd += ["--ro-bind", str(prefix), "/var/lang"]
+            if (prefix / "lib" / f"python{ver}" / "site-packages").is_dir():
+                cmd += ["--tmpfs", f"/var/lang/lib/python{ver}/site-packages"]
         cmd += [
-            "--ro-bind", str(prefix), "/var/lang",
-            "--tmpfs", f"/var/lang/lib/python{ver}/site-packages",
             "--ro-bind", str(self.runtime), "/var/runtime",
             "--ro-bind", str(self.task_root), "/var/task",
             "--bind", str(self.tmp), "/tmp",
@@ -303,6 +401,9 @@ class Sandbox:
     @property
     def interpreter(self) -> str:
         """The interpreter's path inside the sandbox."""
+        facts = self._layout()
+        if Path(facts["prefix"]) == Path("/usr"):
+            return str(self.python)
         return f"/var/lang/bin/{self.python.name}"
 
     def run(self, argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 120) -> Run:

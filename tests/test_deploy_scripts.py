@@ -155,7 +155,7 @@ def test_dry_run_later_deploy_uses_samconfig_and_passes_options(
     assert not log.exists()
 
 
-def package(checkout: Path, cpython: str | None = "311", glibc_floor: str | None = None) -> None:
+def package(checkout: Path, cpython: str | None = "312", glibc_floor: str | None = None) -> None:
     """A zip (with a compiled extension for one CPython) and package.sh's report."""
     import zipfile
 
@@ -170,17 +170,26 @@ def package(checkout: Path, cpython: str | None = "311", glibc_floor: str | None
     (checkout / "models" / "admission.rds").write_bytes(b"rds")
 
 
-def test_the_runtime_follows_the_cpython_the_zip_was_built_for(
+def test_a_zip_for_another_python_than_the_runtime_is_refused(
     checkout: Path, no_tools: tuple[dict[str, str], Path]
 ) -> None:
-    env, _ = no_tools
-    package(checkout, cpython="311")
+    env, log = no_tools
     script = str(checkout / "scripts" / "deploy.sh")
+    # GIVEN a zip built for CPython 3.13 and the template's python3.12 default
+    package(checkout, cpython="313")
+    refused = run(["bash", script, "--dry-run"], env=env)
+    # THEN the runtime is not switched behind the user's back: the deploy stops
+    assert refused.returncode == 2, refused.stdout
+    assert "built for python3.13 but the function would run on python3.12" in refused.stderr
+    assert "--python 3.12" in refused.stderr and "PythonRuntime=python3.13" in refused.stderr
+    assert not commands(refused.stdout) and not log.exists()
+    # An explicit runtime that agrees with the zip goes through unchanged.
+    printed = commands(run(["bash", script, "--dry-run", "--param", "PythonRuntime=python3.13"], env=env).stdout)
+    assert printed[0].endswith("--parameter-overrides PythonRuntime=python3.13")
+    # And the default zip (3.12) deploys on the default runtime, with no parameter added.
+    package(checkout, cpython="312")
     printed = commands(run(["bash", script, "--dry-run"], env=env).stdout)
-    assert printed[0].endswith("--guided --parameter-overrides PythonRuntime=python3.11")
-    # An explicit choice is left alone.
-    printed = commands(run(["bash", script, "--dry-run", "--param", "PythonRuntime=python3.12"], env=env).stdout)
-    assert printed[0].endswith("--parameter-overrides PythonRuntime=python3.12")
+    assert printed[0].startswith("sam deploy") and "PythonRuntime" not in printed[0]
 
 
 def test_a_zip_needing_a_newer_glibc_than_lambda_is_refused_unless_forced(

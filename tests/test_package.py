@@ -1,10 +1,13 @@
 """The deployment zip is self-contained: it runs, as Lambda runs it, where no R is installed.
 
 build/admission.zip is (re)built by scripts/package.sh when missing or older
-than its sources, unpacked, and run in a bubblewrap sandbox (tests/sandbox.py)
-that hides the system R and every host library a Lambda runtime lacks. Its
-answers must equal the in-tree handler's for the same model from the same
-(moto) S3; a copy with one library or R package removed must fail.
+than its sources (R 4.5 is built once, in a Debian 11 root, and cached under
+build/cache), unpacked, and run in a bubblewrap sandbox (tests/sandbox.py) on
+the CPython it targets (3.12, found with pyenv or on PATH) that hides the
+system R and every host library a Lambda runtime lacks. Its answers must equal
+the in-tree handler's (system R 4.2, the venv's rpy2) for the same model from
+the same (moto) S3; a copy with one library or R package removed must fail.
+tests/test_lambda_runtime.py runs it under Lambda's own runtime client.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import pytest
 from conftest import LambdaContext, load_event
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sandbox import Run, Sandbox, ensure_package, package_sources  # noqa: E402
+from sandbox import Run, Sandbox, ensure_package, find_python, package_python_version, package_sources  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ZIP = ROOT / "build" / "admission.zip"
@@ -103,7 +106,11 @@ def s3_endpoint(model_path: Path) -> Iterator[str]:
 def sandbox(unpacked: Path, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Sandbox:
     """The Lambda-like sandbox around the unpacked zip, with MODEL_URI on moto S3."""
     env = {"MODEL_URI": MODEL_URI, "AWS_ENDPOINT_URL": s3_endpoint, "MODEL_CACHE_DIR": "/tmp"}
-    return Sandbox.create(unpacked, tmp_path_factory.mktemp("lambda-tmp"), env)
+    version = package_python_version()
+    python = find_python(version)
+    if python is None:
+        pytest.skip(f"no CPython {version} on this machine (pyenv or python{version} on PATH): the zip targets it")
+    return Sandbox.create(unpacked, tmp_path_factory.mktemp("lambda-tmp"), env, python=python)
 
 
 @pytest.fixture(scope="session")
@@ -150,8 +157,9 @@ def _without_request_id(error: dict[str, Any]) -> dict[str, Any]:
 def test_zip_has_the_handler_at_its_root_and_no_boto3(package_zip: Path) -> None:
     names = zipfile.ZipFile(package_zip).namelist()
     for required in ("handler.py", "test_handler.py", "rlambda/__init__.py", "rlambda/serve.R",
-                     "rpy2/rinterface.py", "_rinterface_cffi_api.abi3.so", "lib/libR.so",
-                     "R/bin/R", "R/bin/Rscript", "R/etc/Renviron", "R/library/base/R/Rprofile"):
+                     "rpy2/rinterface.py", "_rinterface_cffi_abi.py", "R/lib/libR.so", "lib/libRblas.so",
+                     "lib/libRlapack.so", "R/bin/R", "R/bin/Rscript", "R/bin/exec/Rscript", "R/etc/Renviron",
+                     "R/etc/repositories", "R/library/base/R/Rprofile"):
         assert required in names, required
     assert any(n.startswith("_cffi_backend.") for n in names)
     tops = {n.split("/")[0] for n in names}
@@ -173,8 +181,12 @@ def test_zip_is_within_lambda_limits_and_reports_its_figures(package_zip: Path) 
     assert report["zip_bytes"] == package_zip.stat().st_size <= 50 * 1024 * 1024
     assert report["unzipped_bytes"] == unzipped <= 250 * 1024 * 1024
     assert sum(c["bytes"] for c in report["components"]) == unzipped
-    assert report["python"] == "%d.%d" % sys.version_info[:2]
-    assert report["glibc_floor"] and report["glibc_by_file"]["lib/libR.so"]
+    assert report["python"] in ("3.12", "3.13") and report["r_version"] == "4.5.0"
+    # the measured floor is within Amazon Linux 2023's (a build over it fails)
+    assert report["glibc_by_file"]["R/lib/libR.so"]
+    floor = tuple(int(x) for x in report["glibc_floor"].split("."))
+    assert floor == max(tuple(int(x) for x in v.split(".")) for v in report["glibc_by_file"].values()) <= (2, 34)
+    assert report["glibcxx_floor"] == "none" or tuple(map(int, report["glibcxx_floor"].split("."))) <= (3, 4, 29)
 
 
 def test_rebuild_gives_the_same_zip(package_zip: Path, tmp_path: Path) -> None:
@@ -208,34 +220,53 @@ def test_size_limits_fail_clearly_and_write_no_zip(package_zip: Path, tmp_path: 
     assert not out.exists()
 
 
-def test_lambda_python_mismatch_is_refused() -> None:
-    other = "3.12" if sys.version_info[:2] != (3, 12) else "3.11"
-    proc = build(env={"LAMBDA_PYTHON": other}, check=False)
+def test_python_option_refuses_a_runtime_lambda_zip_cannot_serve() -> None:
+    proc = build("--python", "3.11", check=False)
+    assert proc.returncode == 2 and "python3.12 and python3.13" in proc.stderr, proc.stderr
+
+
+def test_python_3_13_zip_carries_the_backend_for_3_13(package_zip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "py313.zip"
+    build("--python", "3.13", "--out", str(out))
+    modules = [n for n in zipfile.ZipFile(out).namelist() if n.startswith("_cffi_backend")]
+    assert modules == ["_cffi_backend.cpython-313-x86_64-linux-gnu.so"]
+    assert json.loads((tmp_path / "py313.report.json").read_text())["python"] == "3.13"
+
+
+def test_a_glibc_floor_above_the_target_fails_the_build_naming_the_file(package_zip: Path, tmp_path: Path) -> None:
+    proc = build("--out", str(tmp_path / "strict.zip"), env={"LAMBDA_GLIBC": "2.17"}, check=False)
     assert proc.returncode != 0
-    assert f"LAMBDA_PYTHON={other}" in proc.stderr and "_cffi_backend" in proc.stderr and "abi3" in proc.stderr
+    assert "R/lib/libR.so needs GLIBC_2.29 (> 2.17)" in proc.stderr, proc.stderr[-2000:]
+    assert "FAILED at step" in proc.stderr and "python3.12 runtime" in proc.stderr
+    assert not (tmp_path / "strict.zip").exists() and not (tmp_path / "strict.report.json").exists()
 
 
-def test_strict_fails_when_the_glibc_floor_is_above_the_target(package_zip: Path, tmp_path: Path) -> None:
-    proc = build("--strict", "--out", str(tmp_path / "strict.zip"), env={"LAMBDA_GLIBC": "2.17"}, check=False)
-    assert proc.returncode != 0
-    assert "needs GLIBC" in proc.stderr and "Amazon Linux 2023" in proc.stderr
-    assert not (tmp_path / "strict.zip").exists()
+def test_an_extension_module_for_another_python_fails_the_check(package_zip: Path, tmp_path: Path) -> None:
+    """scripts/elf_check.py floors: a cpython-311 module in a 3.12 package is named and fails."""
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    with zipfile.ZipFile(package_zip) as zf:
+        backend = next(n for n in zf.namelist() if n.startswith("_cffi_backend"))
+        (stage / "_cffi_backend.cpython-311-x86_64-linux-gnu.so").write_bytes(zf.read(backend))
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "elf_check.py"), "floors", str(stage),
+                           str(tmp_path / "floors.json"), "2.34", "3.4.29", "312"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "_cffi_backend.cpython-311-x86_64-linux-gnu.so: extension module for cpython-311" in proc.stderr
 
 
-def test_r_packages_option_bundles_the_dependency_closure(sandbox: Sandbox, tmp_path: Path) -> None:
-    """--r-packages ranger brings Rcpp, Matrix, lattice and grid along, and they load without a system R."""
-    if subprocess.run(["Rscript", "-e", "library(ranger)"], capture_output=True).returncode != 0:
-        pytest.skip("r-cran-ranger is not installed")
-    out = tmp_path / "ranger.zip"
-    build("--r-packages", "ranger", "--out", str(out))
+def test_r_packages_option_builds_the_dependency_closure_from_source(sandbox: Sandbox, tmp_path: Path) -> None:
+    """--r-packages bit64 builds bit64 and its dependency bit from trixie's sources; they load without a system R."""
+    out = tmp_path / "bit64.zip"
+    build("--r-packages", "bit64", "--out", str(out))
     task = tmp_path / "task"
     subprocess.run(["unzip", "-q", str(out), "-d", str(task)], check=True)
     packages = {p.name for p in (task / "R" / "library").iterdir()}
-    assert packages == R_PACKAGES | {"ranger", "Rcpp", "Matrix", "lattice", "grid"}
-    with_ranger = Sandbox(task, sandbox.tmp, sandbox.python, sandbox.runtime, sandbox.allowed_libs, sandbox.env)
-    fit = "f <- ranger::ranger(Species ~ ., iris, num.trees = 20, seed = 1)"
-    run = with_ranger.run(["/var/task/R/bin/Rscript", "-e", f"{fit}; cat(mean(predict(f, iris)$predictions == iris$Species) > 0.9)"])
-    assert run.returncode == 0 and run.stdout.strip() == "TRUE", run
+    assert packages == R_PACKAGES | {"bit64", "bit"}
+    report = json.loads((tmp_path / "bit64.report.json").read_text())
+    assert tuple(map(int, report["glibc_by_file"]["R/library/bit64/libs/bit64.so"].split("."))) <= (2, 34)
+    with_bit64 = Sandbox(task, sandbox.tmp, sandbox.python, sandbox.runtime, sandbox.allowed_libs, sandbox.env)
+    run = with_bit64.run(["/var/task/R/bin/Rscript", "-e", "library(bit64); cat(as.character(as.integer64(2)^40 + 1L))"])
+    assert run.returncode == 0 and run.stdout.strip() == "1099511627777", run
 
 
 def test_model_option_bundles_a_forest_and_serves_it_like_the_tree(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -287,7 +318,8 @@ def test_sandbox_hides_system_r_and_has_no_rpy2_of_its_own(sandbox: Sandbox) -> 
     assert seen["/usr/lib/R"] == seen["/etc/R"] == seen["/usr/share/R"] == []
     visible = seen["/usr/lib/x86_64-linux-gnu"]
     assert "libc.so.6" in visible
-    assert not [n for n in visible if n.startswith(("libgfortran", "libicu", "libblas", "libR", "libstdc++"))], visible
+    # (libstdc++ and libgcc_s are there: Lambda's runtime has them, its runtime client links them)
+    assert not [n for n in visible if n.startswith(("libgfortran", "libicu", "libblas", "liblapack", "libR", "libpcre2"))], visible
     # Away from /var/task (cwd and PYTHONPATH), the runtime's Python has no rpy2.
     bare = sandbox.run(["/bin/sh", "-c", f"cd / && {sandbox.interpreter} -S -c 'import rpy2'"], env={"PYTHONPATH": "/var/runtime"})
     assert bare.returncode != 0 and "No module named 'rpy2'" in bare.stderr, bare
@@ -306,14 +338,8 @@ def test_rscript_from_the_package_works(sandbox: Sandbox) -> None:
 
 
 def test_collation_stays_out_of_the_icu_stub(sandbox: Sandbox) -> None:
-    """With ICU's data stubbed, R/etc/Renviron pins C collation, whatever the environment says.
-
-    Without the pin, R in a UTF-8 locale (C.UTF-8 included) opens an ICU
-    collator at start-up (methods sorts class names) and fails on the stub.
-    """
-    report = json.loads(REPORT.read_text())
-    if report["full_icu"]:
-        pytest.skip("built with --full-icu")
+    """R is built without ICU; R/etc/Renviron pins C collation, whatever the environment says,
+    so strings sort in code point order on every machine (not by the host's locale tables)."""
     expr = 'cat(Sys.getlocale("LC_COLLATE"), sort(c("b", "A", "a", "B")), "methods" %in% loadedNamespaces())'
     run = sandbox.run(["/var/task/R/bin/Rscript", "-e", f"library(methods); {expr}"],
                       env={"LANG": "C.UTF-8", "LC_COLLATE": "C.UTF-8", "R_ICU_LOCALE": "en_US"})
@@ -326,6 +352,15 @@ def test_sandboxed_answers_equal_the_in_tree_handler(sandbox_run: Run, in_tree_a
     assert len(responses) == len(SCORED_EVENTS) + 1
     for name, result in zip(SCORED_EVENTS, responses):
         assert result["ok"], (name, result, sandbox_run.stderr[-3000:])
+        if name == "apigw_http_get_metadata.json":
+            # The same model description; only the versions differ: the zip's
+            # own R 4.5.0 on CPython 3.12 against the machine's R and venv.
+            ours, theirs = (json.loads(r["body"]) for r in (result["response"], in_tree_answers[name]))
+            assert (ours["r_version"], ours["python_version"][:4]) == ("4.5.0", package_python_version())
+            for body in (ours, theirs):
+                del body["r_version"], body["python_version"]
+            assert ours == theirs
+            continue
         assert result["response"] == in_tree_answers[name], name
     direct = responses[0]["response"]
     assert direct["result"] is True and 0.5 < direct["probability"] < 1
