@@ -792,7 +792,7 @@ rl_check <- function(fit, proto, out, scorer) {
               length(got), " for ", n, " rows, not ", n * width, " number(s) (", out$kind, ")")
   }
   mismatch <- function(what) {
-    rl_refuse("[unsupported] the served answer differs from R's own ", out$call, " (", what,
+    rl_refuse("[unsupported] the served answer differs from what ", out$call, " gives (", what,
               "); the model is refused rather than answered wrongly")
   }
   worst <- 0

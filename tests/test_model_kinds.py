@@ -363,7 +363,7 @@ def test_free_text_predictor():
         ("bad_rf_ordered", 500, "does not record the levels of factor predictor(s) gear_o"),
         ("bad_caret_noprobs", 500, "trainControl(classProbs = TRUE)"),
         ("bad_list", 503, "a 'list' model (class list) is not one rlambda knows"),
-        ("bad_unstable_bundle", 503, "the served answer differs from R's own the bundle's declared predict"),
+        ("bad_unstable_bundle", 503, "the served answer differs from what the bundle's declared predict gives"),
     ],
 )
 def test_unservable_model_is_refused_at_load(name, status, words, apps, context):
