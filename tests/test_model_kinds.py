@@ -28,6 +28,7 @@ CASES = {
     "glm_poisson": "regression",
     "glm_gamma": "regression",
     "glm_gaussian": "regression",
+    "glm_readcsv": "binary",
     "glm_nb": "regression",
     "gam_binomial": "binary",
     "bam_poisson": "regression",
@@ -330,6 +331,22 @@ def test_integer_stored_numeric_column_takes_a_fraction(apps, fitted, tmp_path, 
         "cat(sprintf('%.17g', predict(fit, nd)))\n"
     )
     out = subprocess.run(["Rscript", str(script), str(fitted / "lm.rds")], capture_output=True, text=True,
+                         check=True, env={**os.environ, "TZ": "UTC"})
+    assert abs(served - float(out.stdout)) <= TOL
+
+
+def test_glm_on_read_csv_data_takes_a_fractional_gre(apps, fitted, tmp_path, context):
+    """The issue's case: read.csv makes gre integer; the glm's dataClasses say numeric."""
+    app = apps["glm_readcsv"]
+    assert {"name": "gre", "type": "numeric"} in app.model().describe()["predictors"]
+    served = app.handle({"gre": 650.5, "gpa": 3.1, "rank": 2}, context)["probability"]
+    script = tmp_path / "one.R"
+    script.write_text(
+        "fit <- readRDS(commandArgs(TRUE)[[1]])\n"
+        "nd <- data.frame(gre = 650.5, gpa = 3.1, rank = factor('2', levels = c('1', '2', '3', '4')))\n"
+        "cat(sprintf('%.17g', predict(fit, nd, type = 'response')))\n"
+    )
+    out = subprocess.run(["Rscript", str(script), str(fitted / "glm_readcsv.rds")], capture_output=True, text=True,
                          check=True, env={**os.environ, "TZ": "UTC"})
     assert abs(served - float(out.stdout)) <= TOL
 
