@@ -203,8 +203,10 @@ class RModel:
     """A fitted R object read into the session, with its scorer closure.
 
     Loading reads the file, loads the R packages the model needs (refusing
-    it, by package name, when one is missing) and scores one made-up row, so
-    that a model R cannot predict with fails here rather than on a request.
+    it, by package name, when one is missing) and checks the scorer against
+    R's own predict on a handful of rows (serve.R's rl_check), so that a
+    model R cannot predict with, or that would be answered differently from
+    R, fails here rather than on a request.
     """
 
     def __init__(self, path: str | os.PathLike[str], check: bool = True) -> None:

@@ -2,17 +2,21 @@
 # environment. They receive R objects built from values that Python has
 # already validated; no request text is ever parsed or evaluated as R code.
 #
-# The contract with rsession.py: rl_load(path) returns
-#   list(description = <plain list of character/logical vectors>,
+# The contract with rsession.py: rl_load(path, check = TRUE) returns
+#   list(description = <plain list of character/logical/number vectors>,
 #        scorer      = function(cols, n) -> double vector)
 # where the scorer returns n values for "binary" (P(second class)) and
-# "regression" models, and n * (K + 1) values (column-major n x (K+1) matrix:
+# "regression" models, n * (K + 1) values (column-major n x (K+1) matrix:
 # K class probabilities, then the 1-based index of the predicted class) for
-# "multiclass" models.
+# "multiclass" models, and n 1-based class indices for "label" models. The
+# description's `check` reports rl_check(): the scorer against R's own
+# predict at load.
 #
 # Refusals meant for the person deploying the model are raised with
 # rl_refuse(), whose message starts with "[rlambda] " so that Python can tell
-# them from R's own errors and show them verbatim.
+# them from R's own errors and show them verbatim; "[rlambda] [unsupported] "
+# marks a model outside the table or one whose answers differ from R's
+# (served as 503).
 
 rl_refuse <- function(...) stop(paste0("[rlambda] ", ...), call. = FALSE)
 

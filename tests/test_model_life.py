@@ -214,3 +214,20 @@ def test_the_event_version_is_the_one_trained(world, event, context, monkeypatch
     ev["Records"][0]["s3"]["object"]["versionId"] = put["VersionId"]
     (result,) = handler.retrain_handler(ev, context)["results"]
     assert result["version"] == "v-" + hashlib.sha256(first_body).hexdigest()[:16]
+
+
+def test_a_retrain_gated_against_a_version_no_longer_served_is_stored_not_promoted(world):
+    from rlambda.registry import PointerRace
+
+    s3, trainer, registry = world["s3"], world["trainer"], world["registry"]
+    s3.put_object(Bucket=BUCKET, Key="data/d.csv", Body=simulated_csv(world["tmp"], 23))
+    second = trainer.retrain(S3Blobs(s3, BUCKET), "data/d.csv")
+    registry.promote(world["first"], "back")
+    # promote() refuses when the pointer is not where the caller expects it
+    with pytest.raises(PointerRace, match="expected v-elsewhere"):
+        registry.promote(second.version, "x", expect="v-elsewhere")
+    assert registry.pointer().version == world["first"]
+    # and the trainer reports such a version as stored, with the reason
+    outcome = trainer._promote(second.version, "gate passed", "v-elsewhere", {})
+    assert outcome.status == "stored" and "pointer moved" in outcome.reason
+    assert registry.pointer().version == world["first"]
