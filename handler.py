@@ -45,7 +45,9 @@ def _each_csv(event: Any, prefix: str, job: Callable[[Any, str], dict[str, Any]]
         if not (obj.key.startswith(prefix) and obj.key.lower().endswith(".csv")):
             results.append({"status": "ignored", "key": obj.key, "reason": f"not a CSV under {prefix}"})
             continue
-        results.append({**job(S3Blobs(app.store.s3, obj.bucket), obj.key), "key": obj.key})
+        # The event's versionId: the object it announced, even if the key was overwritten since.
+        pinned = {obj.key: obj.version} if obj.version else None
+        results.append({**job(S3Blobs(app.store.s3, obj.bucket, pinned), obj.key), "key": obj.key})
     return {"results": results}
 
 

@@ -12,6 +12,20 @@
 # At predict time the service runs predict(model, bake(recipe, new_rows)).
 # A bundle without a recipe is how to give a ranger or randomForest x/y model
 # (which record no factor levels or types) an exact prototype.
+#
+# A model whose class rlambda does not know (its table is in rlambda/serve.R;
+# docs/MODELS.md lists it) is served through a bundle that declares how to
+# score it and what comes out:
+#
+#   fit <- ppr(mpg ~ wt + hp, data = mtcars, nterms = 1)
+#   rlambda_save(rlambda_bundle(fit, data = mtcars,
+#                               predict = function(model, newdata) predict(model, newdata),
+#                               kind = "regression"), "model.rds")
+#
+# kind "regression": predict returns one number per row; "binary" or
+# "multiclass": a matrix of class probabilities with one column per class
+# (binary may return P(second class) alone), and `classes` names them;
+# "label": the class of each row (factor or character), `classes` listing all.
 
 #' Bundle a fitted model with its (prepped) recipe and input prototype.
 #'
@@ -21,9 +35,22 @@
 #' @param recipe a prepped recipes::recipe, or NULL
 #' @param outcome names of outcome columns to leave out of the prototype; by
 #'   default the recipe's outcome role, or the model formula's response.
+#' @param predict NULL (the model's class is in rlambda's table), or
+#'   function(model, newdata) giving the model's answers for the rows
+#' @param kind with `predict`: "regression", "binary", "multiclass" or "label"
+#' @param classes with `predict` and a classifier kind: the class names, in
+#'   the order of predict's probability columns
 #' @return a list of class "rlambda_bundle"
-rlambda_bundle <- function(model, data, recipe = NULL, outcome = NULL) {
+rlambda_bundle <- function(model, data, recipe = NULL, outcome = NULL,
+                           predict = NULL, kind = NULL, classes = NULL) {
   stopifnot(is.data.frame(data))
+  if (!is.null(predict)) {
+    if (!is.function(predict)) stop("predict must be a function(model, newdata)")
+    if (length(kind) != 1L || !kind %in% c("regression", "binary", "multiclass", "label")) {
+      stop("with predict, give kind = \"regression\", \"binary\", \"multiclass\" or \"label\"")
+    }
+    if (kind != "regression" && length(classes) < 2L) stop("a ", kind, " bundle needs classes = c(...)")
+  }
   if (!is.null(recipe)) {
     if (!inherits(recipe, "recipe")) stop("recipe must be a recipes::recipe")
     trained <- vapply(recipe$steps, function(s) isTRUE(s$trained), logical(1))
@@ -40,7 +67,8 @@ rlambda_bundle <- function(model, data, recipe = NULL, outcome = NULL) {
     if (is.character(data[[v]])) levels[[v]] <- sort(unique(data[[v]][!is.na(data[[v]])]))
   }
   bundle <- structure(
-    list(model = model, recipe = recipe, ptype = ptype, levels = levels, packages = character(0)),
+    list(model = model, recipe = recipe, ptype = ptype, levels = levels, packages = character(0),
+         predict = predict, kind = kind, classes = if (is.null(classes)) NULL else as.character(classes)),
     class = "rlambda_bundle"
   )
   # The packages are recorded now, where they are installed, so a service

@@ -28,7 +28,7 @@ from .errors import (
     UnsupportedMediaType,
 )
 from .events import Request, Response, adapter_for
-from .model import Model, ModelLoadError
+from .model import Model, ModelLoadError, ModelUnsupported
 from .settings import Settings
 from .store import Location, ModelFile, Store
 
@@ -165,6 +165,9 @@ class App:
             # A cached file R cannot use would be reused by every later fetch:
             # drop it, so a fixed upload is downloaded without a restart.
             self.store.evict(source)
+            if isinstance(exc, ModelUnsupported):
+                # Not a broken server: this model cannot be served exactly as R would.
+                raise ModelUnavailable(f"The model at {source.uri} cannot be served: {exc}") from None
             raise InternalError(f"The model at {source.uri} cannot be served: {exc}") from None
         except rsession.RUnavailable as exc:
             log.error("R is unavailable", extra={"reason": str(exc)})

@@ -22,6 +22,10 @@ class BlobMissing(Exception):
     """No object at that key."""
 
 
+class BlobChanged(Exception):
+    """A conditional write lost: the object is no longer what was read."""
+
+
 @dataclass(frozen=True)
 class Blob:
     """An object's bytes and its entity tag (ETag on S3, a content hash locally)."""
@@ -42,6 +46,9 @@ class Blobs(Protocol):
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
         """Write the whole object; returns its new tag."""
 
+    def put_if(self, key: str, data: bytes, etag: str | None, content_type: str = "application/json") -> str:
+        """Write only if the object still has tag ``etag`` (None: only if absent); else BlobChanged."""
+
     def upload(self, key: str, path: str | os.PathLike[str], content_type: str = "text/csv") -> None:
         """Write a local file as the object (streamed, for large outputs)."""
 
@@ -61,9 +68,16 @@ class Blobs(Protocol):
 class S3Blobs:
     """A bucket."""
 
-    def __init__(self, client: Any, bucket: str) -> None:
+    def __init__(self, client: Any, bucket: str, pinned: dict[str, str] | None = None) -> None:
         self.s3 = client
         self.bucket = bucket
+        # key -> VersionId: an event names the version it is about, and a
+        # key overwritten since must not be read in its place.
+        self.pinned = dict(pinned or {})
+
+    def _version(self, key: str) -> dict[str, str]:
+        version = self.pinned.get(key)
+        return {"VersionId": version} if version else {}
 
     def _missing(self, exc: Any) -> bool:
         code = str(exc.response.get("Error", {}).get("Code", ""))
@@ -74,7 +88,7 @@ class S3Blobs:
         from botocore.exceptions import ClientError
 
         try:
-            out = self.s3.get_object(Bucket=self.bucket, Key=key)
+            out = self.s3.get_object(Bucket=self.bucket, Key=key, **self._version(key))
         except ClientError as exc:
             if self._missing(exc):
                 raise BlobMissing(self.uri(key)) from None
@@ -105,6 +119,22 @@ class S3Blobs:
         out = self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
         return str(out.get("ETag", "")).strip('"')
 
+    def put_if(self, key: str, data: bytes, etag: str | None, content_type: str = "application/json") -> str:
+        """S3's conditional write: If-Match on the ETag read, or If-None-Match: * for a new key."""
+        from botocore.exceptions import ClientError
+
+        cond = {"IfMatch": f'"{etag}"'} if etag else {"IfNoneMatch": "*"}
+        try:
+            out = self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, **cond)
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            # 412: the object changed; 409: another conditional write was in flight
+            if status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise BlobChanged(self.uri(key)) from None
+            raise
+        return str(out.get("ETag", "")).strip('"')
+
     def upload(self, key: str, path: str | os.PathLike[str], content_type: str = "text/csv") -> None:
         """Multipart upload of a local file when it is large."""
         self.s3.upload_file(str(path), self.bucket, key, ExtraArgs={"ContentType": content_type})
@@ -133,7 +163,7 @@ class S3Blobs:
         from botocore.exceptions import ClientError
 
         try:
-            return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+            return self.s3.get_object(Bucket=self.bucket, Key=key, **self._version(key))["Body"]
         except ClientError as exc:
             if self._missing(exc):
                 raise BlobMissing(self.uri(key)) from None
@@ -178,6 +208,22 @@ class DirBlobs:
         os.replace(tmp.name, path)
         return hashlib.sha256(data).hexdigest()
 
+    def put_if(self, key: str, data: bytes, etag: str | None, content_type: str = "application/json") -> str:
+        """Compare and rename under an exclusive lock on a sibling lock file."""
+        import fcntl
+
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.parent / f".lock-{path.name}", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                now: str | None = hashlib.sha256(path.read_bytes()).hexdigest()
+            except FileNotFoundError:
+                now = None
+            if now != etag:
+                raise BlobChanged(self.uri(key))
+            return self.put(key, data, content_type)
+
     def upload(self, key: str, path: str | os.PathLike[str], content_type: str = "text/csv") -> None:
         """Copy a local file in, atomically."""
         target = self._path(key)
@@ -194,7 +240,8 @@ class DirBlobs:
     def keys(self, prefix: str) -> list[str]:
         """Relative paths under the prefix."""
         base = self.root.resolve()
-        found = (str(p.relative_to(base)) for p in base.rglob("*") if p.is_file() and not p.name.startswith(".part-"))
+        found = (str(p.relative_to(base)) for p in base.rglob("*")
+                 if p.is_file() and not p.name.startswith((".part-", ".lock-")))
         return sorted(k for k in found if k.startswith(prefix))
 
     def open(self, key: str) -> BinaryIO:

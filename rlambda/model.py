@@ -23,13 +23,19 @@ class ModelLoadError(Exception):
     """The file is not a model this product can serve; the message says why."""
 
 
+class ModelUnsupported(ModelLoadError):
+    """The model's class is outside serve.R's table, or its answers differ from R's predict."""
+
+
 class Model:
     """A fitted R model read once into the embedded R, ready to score rows.
 
     The response shape follows the model's ``kind``: ``binary`` classifiers
     give ``result`` (probability of the second class above the threshold)
     and ``probability``; ``multiclass`` ones give ``class`` and
-    ``probabilities`` per class; ``regression`` gives ``prediction``.
+    ``probabilities`` per class; ``label`` ones (whose R predict gives a
+    class and no probabilities) give ``class``; ``regression`` gives
+    ``prediction``. A class is always a name, never a code.
     """
 
     def __init__(self, rmodel: rsession.RModel, source: ModelFile, threshold: float = 0.5) -> None:
@@ -51,8 +57,8 @@ class Model:
         try:
             rmodel = rsession.RModel(source.path)
         except rsession.RRefused as exc:
-            # serve.R's own words (a missing package, no usable predict, ...)
-            raise ModelLoadError(str(exc)) from None
+            # serve.R's own words (a missing package, an unsupported class, ...)
+            raise (ModelUnsupported if exc.unsupported else ModelLoadError)(str(exc)) from None
         except rsession.RError as exc:
             raise ModelLoadError(f"R cannot use {source.uri}: {exc}") from None
         return cls(rmodel, source, threshold)
@@ -78,12 +84,32 @@ class Model:
             "predictors": self.prototype.describe(),
             "threshold": self.threshold if self.kind == "binary" else None,
             "outputs": _OUTPUTS[self.kind],
+            "served_by": self._first("served_by") or None,
+            "check": self.check(),
         }
         if self.kind != "regression":
             out["classes"] = list(self.classes)
         if self.kind == "binary":
             out["positive_class"] = self.classes[1] if len(self.classes) == 2 else None
         return out
+
+    def check(self) -> dict[str, Any]:
+        """What the load-time comparison with R's own predict found (serve.R's rl_check)."""
+        raw = self.description.get("check") or {}
+
+        def one(key: str) -> Any:
+            value = raw.get(key) or [None]
+            return value[0] if isinstance(value, list) else value
+
+        worst = one("max_rel_diff")
+        return {
+            "passed": bool(one("passed")),
+            "rows": int(one("rows") or 0),
+            "classes_compared": int(one("classes_compared") or 0),
+            "max_rel_diff": worst if isinstance(worst, float) and math.isfinite(worst) else None,
+            "tolerance": 1e-9,
+            "reference": str(one("reference") or ""),
+        }
 
     def predict(self, rows: Sequence[Any], prefix: str | None = None) -> list[dict[str, Any]]:
         """Validate and score rows in one R call; one result dict per row."""
@@ -98,12 +124,15 @@ class Model:
             return [{"result": p > threshold, "probability": _finite(p)} for p in values]
         if self.kind == "multiclass":
             return _multiclass(values, len(rows), self.classes)
+        if self.kind == "label":
+            return [{"class": _label(v, self.classes)} for v in values]
         return [{"prediction": _finite(v)} for v in values]
 
 
 _OUTPUTS = {
     "binary": ["result", "probability"],
     "multiclass": ["class", "probabilities"],
+    "label": ["class"],
     "regression": ["prediction"],
 }
 
@@ -114,12 +143,16 @@ def _multiclass(values: Sequence[float], n: int, classes: Sequence[str]) -> list
     picks = values[k * n : (k + 1) * n]
     out = []
     for i in range(n):
-        pick = picks[i]
         # The last column is R's 1-based pick; NaN when R could not decide.
-        label = classes[int(pick) - 1] if math.isfinite(pick) and 1 <= pick <= k else None
+        label = _label(picks[i], classes)
         probabilities = {c: _finite(values[j * n + i]) for j, c in enumerate(classes)}
         out.append({"class": label, "probabilities": probabilities})
     return out
+
+
+def _label(pick: float, classes: Sequence[str]) -> str | None:
+    """The class named by R's 1-based index; None (null) for NaN or out of range."""
+    return classes[int(pick) - 1] if math.isfinite(pick) and 1 <= pick <= len(classes) else None
 
 
 def _finite(value: float) -> float | None:

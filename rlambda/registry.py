@@ -22,14 +22,27 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .blobs import Blob, BlobMissing, Blobs, DirBlobs, S3Blobs
+from .blobs import Blob, BlobChanged, BlobMissing, Blobs, DirBlobs, S3Blobs
+from .location import Location
 
 POINTER = "current.json"
+# How often promote() re-reads and retries when another writer moved the pointer.
+PROMOTE_ATTEMPTS = 5
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class BadPointer(ValueError):
+    """current.json is not a pointer: wrong JSON type, a missing key, a bad version name."""
+
+
+class PointerRace(RuntimeError):
+    """Other writers kept moving the pointer; this promotion gave up cleanly."""
 
 
 def utc_now() -> str:
@@ -76,15 +89,39 @@ class Registry:
 
     @staticmethod
     def _pointer(blob: Blob) -> Pointer:
-        doc = json.loads(blob.data)
+        try:
+            doc = json.loads(blob.data)
+        except ValueError as exc:
+            raise BadPointer(f"{POINTER} is not JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise BadPointer(f"{POINTER} must be a JSON object, got {type(doc).__name__}")
+        for name in ("version", "sha256"):
+            if not isinstance(doc.get(name), str) or not doc[name]:
+                raise BadPointer(f"{POINTER} has no {name!r} string")
+        if not _VERSION.fullmatch(doc["version"]):
+            raise BadPointer(f"{POINTER} names no valid version: {doc['version'][:40]!r}")
+        previous = doc.get("previous")
         return Pointer(
-            version=str(doc["version"]),
-            sha256=str(doc["sha256"]),
+            version=doc["version"],
+            sha256=doc["sha256"],
             updated_at=str(doc.get("updated_at", "")),
-            previous=doc.get("previous"),
+            previous=previous if isinstance(previous, str) and _VERSION.fullmatch(previous) else None,
             reason=str(doc.get("reason", "")),
             etag=blob.etag,
         )
+
+    def _read(self) -> tuple[Pointer | None, str | None]:
+        """The pointer and the tag to write against (None, None when there is none)."""
+        try:
+            blob = self.blobs.get(self.key(POINTER))
+        except BlobMissing:
+            return None, None
+        try:
+            return self._pointer(blob), blob.etag
+        except BadPointer:
+            # A malformed pointer may be replaced by a promotion (that is how
+            # it is repaired), but conditionally, against what was read.
+            return None, blob.etag
 
     def pointer(self) -> Pointer | None:
         """The served version, or None when nothing has been promoted yet."""
@@ -126,26 +163,44 @@ class Registry:
         self.blobs.put(self.model_key(version), rds)
         self.blobs.put(self.manifest_key(version), json.dumps(manifest, indent=2).encode(), "application/json")
 
-    def promote(self, version: str, reason: str) -> Pointer:
-        """Point serving at ``version`` (which must exist); remembers the previous one."""
+    def promote(self, version: str, reason: str, expect: str | None | bool = False) -> Pointer:
+        """Point serving at ``version`` (which must exist); remembers the previous one.
+
+        The write is conditional on the pointer being unchanged since it was
+        read (S3 If-Match on its ETag), so two promotions cannot interleave
+        and break the ``previous`` chain: the loser re-reads and retries, and
+        gives up with :class:`PointerRace` after ``PROMOTE_ATTEMPTS``.
+        ``expect`` (when not False) is the version the pointer must still be
+        on (None: no pointer); otherwise the promotion is abandoned with
+        :class:`PointerRace` (the pointer has moved past this version).
+        """
         manifest = self.manifest(version)
-        current = self.pointer()
-        pointer = Pointer(
-            version=version,
-            sha256=str(manifest["sha256"]),
-            updated_at=utc_now(),
-            previous=current.version if current and current.version != version else (current.previous if current else None),
-            reason=reason,
-        )
-        etag = self.blobs.put(self.key(POINTER), json.dumps(pointer.document()).encode(), "application/json")
-        return Pointer(**{**pointer.document(), "etag": etag})
+        for _ in range(PROMOTE_ATTEMPTS):
+            current, etag = self._read()
+            if expect is not False and (current.version if current else None) != expect:
+                raise PointerRace(f"the pointer moved to {current.version if current else None} "
+                                  f"(expected {expect}); {version} is not promoted")
+            pointer = Pointer(
+                version=version,
+                sha256=str(manifest["sha256"]),
+                updated_at=utc_now(),
+                previous=current.version if current and current.version != version else (current.previous if current else None),
+                reason=reason,
+            )
+            try:
+                new_etag = self.blobs.put_if(self.key(POINTER), json.dumps(pointer.document()).encode(), etag)
+            except BlobChanged:
+                time.sleep(0.05)
+                continue
+            return Pointer(**{**pointer.document(), "etag": new_etag})
+        raise PointerRace(f"{POINTER} kept changing; {version} was not promoted after {PROMOTE_ATTEMPTS} attempts")
 
     def rollback(self) -> Pointer:
-        """Move the pointer back to the version served before the current one."""
+        """Move the pointer back to the version served before the current one (conditionally)."""
         current = self.pointer()
         if current is None or not current.previous:
             raise LookupError("there is no previous version to roll back to")
-        return self.promote(current.previous, f"rollback from {current.version}")
+        return self.promote(current.previous, f"rollback from {current.version}", expect=current.version)
 
 
 def publish_file(registry: Registry, path: str) -> Pointer:
@@ -169,8 +224,6 @@ def publish_file(registry: Registry, path: str) -> Pointer:
 
 def registry_for(uri: str, s3_client: Any = None) -> Registry:
     """The registry of a folder URI: ``s3://bucket/prefix/`` or a local directory."""
-    from .store import Location
-
     loc = Location.parse(uri)
     if loc.scheme == "s3":
         if s3_client is None:
@@ -225,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             pointer = registry.rollback()
             print(f"serving {pointer.version} (rolled back)")
-    except (BlobMissing, LookupError, KeyError, OSError) as exc:
+    except (BlobMissing, LookupError, KeyError, OSError, BadPointer, PointerRace) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

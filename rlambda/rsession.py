@@ -36,11 +36,21 @@ class RError(Exception):
 
 
 class RRefused(RError):
-    """serve.R refused the model on purpose; the message is meant for its owner."""
+    """serve.R refused the model on purpose; the message is meant for its owner.
+
+    ``unsupported`` is true when the model is outside serve.R's table of
+    classes or its served answers differ from R's own predict (rl_check).
+    """
+
+    def __init__(self, message: str, unsupported: bool = False) -> None:
+        super().__init__(message)
+        self.unsupported = unsupported
 
 
-# serve.R's rl_refuse() starts its messages with this marker.
+# serve.R's rl_refuse() starts its messages with this marker, and a model
+# outside its table (or failing the check against R's predict) with both.
 _REFUSAL = "[rlambda] "
+_UNSUPPORTED = "[unsupported] "
 
 
 class RUnavailable(Exception):
@@ -152,7 +162,10 @@ def _error(exc: Exception) -> RError:
     text = str(exc).strip()
     at = text.find(_REFUSAL)
     if at >= 0:
-        return RRefused(text[at + len(_REFUSAL) :].strip())
+        message = text[at + len(_REFUSAL) :].strip()
+        if message.startswith(_UNSUPPORTED):
+            return RRefused(message[len(_UNSUPPORTED) :], unsupported=True)
+        return RRefused(message)
     return RError(text)
 
 
@@ -190,14 +203,17 @@ class RModel:
     """A fitted R object read into the session, with its scorer closure.
 
     Loading reads the file, loads the R packages the model needs (refusing
-    it, by package name, when one is missing) and scores one made-up row, so
-    that a model R cannot predict with fails here rather than on a request.
+    it, by package name, when one is missing) and checks the scorer against
+    R's own predict on a handful of rows (serve.R's rl_check), so that a
+    model R cannot predict with, or that would be answered differently from
+    R, fails here rather than on a request.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], check: bool = True) -> None:
         start()
         with lock():
-            loaded = _call("rl_load", _ri.StrSexpVector([str(path)]))
+            # check=False skips the comparison with R's own predict (benchmarks only)
+            loaded = _call("rl_load", _ri.StrSexpVector([str(path)]), _ri.BoolSexpVector([check]))
             # rl_load returns list(description = ..., scorer = ...)
             self.description: dict[str, Any] = _py(loaded[0])
             self._scorer = loaded[1]
@@ -205,7 +221,7 @@ class RModel:
 
     @property
     def kind(self) -> str:
-        """``binary``, ``multiclass`` or ``regression``."""
+        """``binary``, ``multiclass``, ``label`` or ``regression``."""
         return str(self.description["kind"][0])
 
     def score(self, columns: Sequence[Column], n: int) -> list[float]:
@@ -216,6 +232,7 @@ class RModel:
         For ``multiclass``: ``n * (K + 1)`` values, column-major, K class
         probabilities in ``description["classes"]`` order, then the 1-based
         index of the predicted class.
+        For ``label``: ``n`` 1-based indices into ``description["classes"]``.
         """
         ri = _ri
         want = n * self.width

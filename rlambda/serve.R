@@ -2,17 +2,21 @@
 # environment. They receive R objects built from values that Python has
 # already validated; no request text is ever parsed or evaluated as R code.
 #
-# The contract with rsession.py: rl_load(path) returns
-#   list(description = <plain list of character/logical vectors>,
+# The contract with rsession.py: rl_load(path, check = TRUE) returns
+#   list(description = <plain list of character/logical/number vectors>,
 #        scorer      = function(cols, n) -> double vector)
 # where the scorer returns n values for "binary" (P(second class)) and
-# "regression" models, and n * (K + 1) values (column-major n x (K+1) matrix:
+# "regression" models, n * (K + 1) values (column-major n x (K+1) matrix:
 # K class probabilities, then the 1-based index of the predicted class) for
-# "multiclass" models.
+# "multiclass" models, and n 1-based class indices for "label" models. The
+# description's `check` reports rl_check(): the scorer against R's own
+# predict at load.
 #
 # Refusals meant for the person deploying the model are raised with
 # rl_refuse(), whose message starts with "[rlambda] " so that Python can tell
-# them from R's own errors and show them verbatim.
+# them from R's own errors and show them verbatim; "[rlambda] [unsupported] "
+# marks a model outside the table or one whose answers differ from R's
+# (served as 503).
 
 rl_refuse <- function(...) stop(paste0("[rlambda] ", ...), call. = FALSE)
 
@@ -234,7 +238,7 @@ rl_proto_terms <- function(fit, tt) {
   tt <- delete.response(tt)
   vars <- all.vars(tt)
   dc <- attr(tt, "dataClasses")
-  xl <- fit$xlevels %||% Filter(is.character, fit$forest$xlevels)
+  xl <- fit$xlevels %||% attr(fit, "xlevels") %||% Filter(is.character, fit$forest$xlevels)
   kept <- list(fit$model, if (is.data.frame(fit$data)) fit$data)
   # Expressions of the predictors as the model frame names them ("log(x)").
   exprs <- vapply(as.list(attr(tt, "variables"))[-1L], function(e) paste(deparse(e, 500L), collapse = " "),
@@ -257,6 +261,10 @@ rl_proto_terms <- function(fit, tt) {
       # x only enters as factor(x): it is sent as one of the levels the
       # model saw, and R's factor() maps it back to those levels.
       types[[i]] <- "factor"; levels[[i]] <- as.character(xl[[uses[[1L]]]])
+    } else if (!is.na(cl) && cl == "numeric") {
+      # dataClasses decide: an integer-stored column (read.csv's gre) is a
+      # number to the model, and predict() takes 650.5 for it.
+      types[[i]] <- "numeric"
     } else {
       col <- NULL
       for (k in kept) if (!is.null(k) && v %in% names(k)) { col <- k[[v]]; break }
@@ -269,12 +277,26 @@ rl_proto_terms <- function(fit, tt) {
   rl_proto(vars, types, levels, ordered)
 }
 
+# nls: the formula's variables that are not parameters, typed by the
+# dataClasses nls records.
+rl_proto_nls <- function(fit) {
+  f <- formula(fit)
+  vars <- setdiff(all.vars(f[[3L]]), names(coef(fit)))
+  dc <- fit$dataClasses
+  types <- vapply(vars, function(v) {
+    cl <- if (!is.null(dc) && v %in% names(dc)) dc[[v]] else "numeric"
+    if (cl %in% c("numeric", "logical")) cl else paste0("nls-", cl)
+  }, character(1), USE.NAMES = FALSE)
+  rl_proto(vars, types)
+}
+
 rl_terms <- function(fit) {
   if (inherits(fit, c("ranger", "rlambda_bundle"))) return(NULL)
   tryCatch(terms(fit), error = function(e) NULL)
 }
 
 rl_proto_of <- function(fit) {
+  if (inherits(fit, "nls")) return(rl_proto_nls(fit))
   if (inherits(fit, "train") && is.data.frame(fit$ptype) && ncol(fit$ptype)) {
     return(rl_proto_frame(fit$ptype))
   }
@@ -305,37 +327,81 @@ rl_proto_of <- function(fit) {
 }
 
 # ---------------------------------------------------------------------------
-# Outputs: what a model returns and how to get it
+# Outputs: the one table of supported classes
+#
+# A model is served by the first entry whose class it inherits(). Each entry
+# names R's own call that scores the class (its natural type) and builds
+#   list(kind, classes, predict = function(newdata) -> the scorer's output,
+#        reference = function(newdata) -> list(value | prob, class))
+# `predict` is the served path; `reference` is R's own predict with the
+# natural type, written independently of `predict`, so that rl_check() can
+# compare the two at load. Output kinds:
+#   regression  n numbers                                  {"prediction"}
+#   binary      n values of P(second class)               {"result", "probability"}
+#   multiclass  n x (K+1): K probabilities, 1-based class {"class", "probabilities"}
+#   label       n 1-based class indices                   {"class"}
+# A classifier never answers a class code as a number: its kind is one of
+# the last three, and Python turns indices into the class names.
 
-# A list(kind, classes, predict = function(newdata)) for one model object.
-rl_outputs <- function(fit) {
-  if (inherits(fit, "rlambda_bundle")) {
-    inner <- rl_outputs(fit$model)
-    rec <- fit$recipe
-    if (is.null(rec)) return(inner)
-    inner_predict <- inner$predict
-    # bake() applies the steps learned at prep() time to the new rows.
-    inner$predict <- function(newdata) inner_predict(recipes::bake(rec, new_data = newdata))
-    return(inner)
-  }
-  if (class(fit)[[1L]] %in% c("lm", "glm")) return(rl_outputs_glm(fit))
-  if (inherits(fit, "randomForest")) return(rl_outputs_rf(fit))
-  if (inherits(fit, "ranger")) return(rl_outputs_ranger(fit))
-  if (inherits(fit, "train")) return(rl_outputs_train(fit))
-  # Anything else: its own predict, which must give one number per row.
-  list(kind = "regression", classes = character(0),
-       predict = function(newdata) as.double(predict(fit, newdata = newdata)))
+rl_table <- list(
+  list(class = "rlambda_bundle", package = "", call = "the bundle's declared predict (models/bundle.R)"),
+  list(class = "train", package = "caret", call = 'predict(fit, newdata, type = "prob") and type = "raw"'),
+  list(class = "ranger", package = "ranger", call = "predict(fit, data = newdata)$predictions"),
+  list(class = "randomForest", package = "randomForest", call = 'predict(fit, newdata, type = "prob") and type = "response"'),
+  list(class = "rpart", package = "rpart", call = 'predict(fit, newdata, type = "vector"), or type = "prob" and "class"'),
+  list(class = "multinom", package = "nnet", call = 'predict(fit, newdata, type = "probs") and type = "class"'),
+  list(class = "polr", package = "MASS", call = 'predict(fit, newdata, type = "probs") and type = "class"'),
+  list(class = "lda", package = "MASS", call = "predict(fit, newdata)$posterior and $class"),
+  list(class = "qda", package = "MASS", call = "predict(fit, newdata)$posterior and $class"),
+  list(class = "loess", package = "stats", call = "predict(fit, newdata)"),
+  list(class = "nls", package = "stats", call = "predict(fit, newdata)"),
+  list(class = "negbin", package = "MASS", call = 'predict(fit, newdata, type = "response")'),
+  list(class = "bam", package = "mgcv", call = 'predict(fit, newdata, type = "response")'),
+  list(class = "gam", package = "mgcv", call = 'predict(fit, newdata, type = "response")'),
+  list(class = "glm", package = "stats", call = 'predict(fit, newdata, type = "response")'),
+  list(class = "lm", package = "stats", call = 'predict(fit, newdata, type = "response")')
+)
+
+rl_supported <- function() {
+  vapply(rl_table, function(e) if (nzchar(e$package)) paste0(e$class, " (", e$package, ")") else e$class,
+         character(1))
 }
 
-rl_outputs_glm <- function(fit) {
-  fam <- if (inherits(fit, "glm")) family(fit) else NULL
-  binary <- !is.null(fam) && fam$family %in% c("binomial", "quasibinomial")
-  classes <- character(0)
-  if (binary) {
-    y <- fit$model[[1L]]
-    classes <- if (is.factor(y)) levels(y) else if (is.logical(y)) c("FALSE", "TRUE") else c("0", "1")
+# The table entry that serves `fit`, or a refusal that names the class, lists
+# what is supported and shows how to serve it anyway. "[unsupported] " tells
+# Python to answer 503 (the model is unavailable, not the server broken).
+rl_entry <- function(fit) {
+  for (e in rl_table) {
+    if (inherits(fit, e$class) && !inherits(fit, "mlm")) return(e)
   }
-  list(kind = if (binary) "binary" else "regression", classes = classes, predict = rl_predictor(fit))
+  rl_refuse("[unsupported] a '", class(fit)[[1L]], "' model (class ", paste(class(fit), collapse = "/"),
+            ") is not one rlambda knows how to score exactly as R's own predict does. Supported: ",
+            paste(rl_supported(), collapse = ", "), ". To serve it anyway, bundle it with the predict ",
+            "function and output kind it needs, e.g. source(\"models/bundle.R\"); ",
+            "rlambda_save(rlambda_bundle(fit, data, predict = function(model, newdata) ",
+            "predict(model, newdata), kind = \"regression\"), \"model.rds\")")
+}
+
+# A list(kind, classes, predict, reference, call) for one model object.
+rl_outputs <- function(fit) {
+  e <- rl_entry(fit)
+  out <- switch(e$class,
+    rlambda_bundle = rl_outputs_bundle(fit),
+    train = rl_outputs_train(fit),
+    ranger = rl_outputs_ranger(fit),
+    randomForest = rl_outputs_rf(fit),
+    rpart = rl_outputs_rpart(fit),
+    multinom = rl_outputs_probs(fit, "probs"),
+    polr = rl_outputs_probs(fit, "probs"),
+    lda = rl_outputs_da(fit),
+    qda = rl_outputs_da(fit),
+    loess = rl_outputs_plain(fit),
+    nls = rl_outputs_plain(fit),
+    rl_outputs_glm(fit)
+  )
+  out$call <- out$call %||% e$call
+  out$entry <- e$class
+  out
 }
 
 # Class probabilities as an n x K matrix in `classes` order, plus the index
@@ -348,84 +414,229 @@ rl_class_output <- function(prob, classes, pick) {
   cbind(unname(prob), as.double(pick))
 }
 
+rl_as_matrix <- function(prob, classes) {
+  # predict() drops a one-row matrix to a named vector, and two-class models
+  # (multinom) give P(second class) alone.
+  if (!is.matrix(prob)) {
+    prob <- if (length(classes) == 2L && is.null(names(prob))) cbind(1 - prob, prob)
+            else matrix(prob, nrow = 1L, dimnames = list(NULL, names(prob)))
+    if (is.null(colnames(prob))) colnames(prob) <- classes
+  }
+  as.matrix(prob)
+}
+
+rl_kind_of <- function(classes) if (length(classes) == 2L) "binary" else "multiclass"
+
+rl_outputs_plain <- function(fit) {
+  list(kind = "regression", classes = character(0),
+       predict = function(newdata) as.double(predict(fit, newdata = newdata)),
+       reference = function(newdata) list(value = predict(fit, newdata)))
+}
+
+rl_outputs_glm <- function(fit) {
+  fam <- if (inherits(fit, "glm")) family(fit) else NULL
+  binary <- !is.null(fam) && fam$family %in% c("binomial", "quasibinomial")
+  classes <- character(0)
+  if (binary) {
+    y <- fit$model[[1L]]
+    classes <- if (is.factor(y)) levels(y) else if (is.logical(y)) c("FALSE", "TRUE") else c("0", "1")
+  }
+  list(kind = if (binary) "binary" else "regression", classes = classes, predict = rl_predictor(fit),
+       reference = function(newdata) {
+         v <- predict(fit, newdata = newdata, type = "response")
+         if (binary) list(prob = unname(cbind(1 - v, v))) else list(value = v)
+       })
+}
+
+rl_outputs_rpart <- function(fit) {
+  if (identical(fit$method, "class")) {
+    classes <- as.character(attr(fit, "ylevels"))
+    return(list(kind = rl_kind_of(classes), classes = classes,
+      predict = function(newdata) {
+        prob <- rl_as_matrix(predict(fit, newdata = newdata, type = "prob"), classes)
+        colnames(prob) <- classes
+        # rpart's class weighs a loss matrix: its own choice, not the largest probability
+        pick <- as.integer(predict(fit, newdata = newdata, type = "class"))
+        rl_class_output(prob, classes, pick)
+      },
+      reference = function(newdata) list(prob = predict(fit, newdata, type = "prob"),
+                                         class = predict(fit, newdata, type = "class"))))
+  }
+  if (!fit$method %in% c("anova", "poisson", "exp")) {
+    rl_refuse("[unsupported] rpart models of method '", fit$method, "' are not supported ",
+              "(anova, poisson, exp and class are)")
+  }
+  list(kind = "regression", classes = character(0),
+       predict = function(newdata) as.double(predict(fit, newdata = newdata, type = "vector")),
+       reference = function(newdata) list(value = predict(fit, newdata, type = "vector")))
+}
+
+# multinom and polr: predict(type = "probs") and type = "class".
+rl_outputs_probs <- function(fit, type) {
+  classes <- as.character(fit$lev)
+  list(kind = rl_kind_of(classes), classes = classes,
+    predict = function(newdata) {
+      prob <- rl_as_matrix(predict(fit, newdata = newdata, type = type), classes)
+      if (is.null(colnames(prob)) || !all(classes %in% colnames(prob))) colnames(prob) <- classes
+      rl_class_output(prob, classes, max.col(prob[, classes, drop = FALSE], ties.method = "first"))
+    },
+    reference = function(newdata) list(prob = predict(fit, newdata, type = type),
+                                       class = predict(fit, newdata, type = "class")))
+}
+
+# MASS::lda and qda: the posterior probabilities and the class.
+rl_outputs_da <- function(fit) {
+  classes <- as.character(fit$lev)
+  list(kind = rl_kind_of(classes), classes = classes,
+    predict = function(newdata) {
+      prob <- predict(fit, newdata = newdata)$posterior
+      rl_class_output(prob, classes, max.col(prob[, classes, drop = FALSE], ties.method = "first"))
+    },
+    reference = function(newdata) {
+      p <- predict(fit, newdata)
+      list(prob = p$posterior, class = p$class)
+    })
+}
+
+rl_outputs_bundle <- function(fit) {
+  if (is.function(fit$predict)) return(rl_outputs_declared(fit))
+  inner <- rl_outputs(fit$model)
+  rec <- fit$recipe
+  if (is.null(rec)) return(inner)
+  inner_predict <- inner$predict
+  inner_reference <- inner$reference
+  # bake() applies the steps learned at prep() time to the new rows.
+  inner$predict <- function(newdata) inner_predict(recipes::bake(rec, new_data = newdata))
+  inner$reference <- function(newdata) inner_reference(recipes::bake(rec, new_data = newdata))
+  inner$call <- paste0(inner$call %||% rl_entry(fit$model)$call, " after recipes::bake()")
+  inner
+}
+
+# A bundle that declares predict = function(model, newdata) and its kind:
+# regression -> numbers; binary/multiclass -> a probability matrix with one
+# column per class (a vector of P(second class) for binary); label -> the
+# classes (factor or character).
+rl_outputs_declared <- function(fit) {
+  kind <- as.character(fit$kind %||% "")
+  if (!kind %in% c("regression", "binary", "multiclass", "label")) {
+    rl_refuse("[unsupported] the bundle declares output kind '", kind,
+              "'; use regression, binary, multiclass or label")
+  }
+  classes <- as.character(fit$classes %||% character(0))
+  if (kind != "regression" && length(classes) < 2L) {
+    rl_refuse("[unsupported] a ", kind, " bundle must declare its classes (classes = c(...))")
+  }
+  model <- fit$model
+  rec <- fit$recipe
+  f <- fit$predict
+  own <- function(newdata) {
+    if (!is.null(rec)) newdata <- recipes::bake(rec, new_data = newdata)
+    f(model, newdata)
+  }
+  served <- switch(kind,
+    regression = function(newdata) as.double(own(newdata)),
+    label = function(newdata) as.double(match(as.character(own(newdata)), classes)),
+    function(newdata) {
+      prob <- rl_as_matrix(own(newdata), classes)
+      rl_class_output(prob, classes, max.col(prob[, classes, drop = FALSE], ties.method = "first"))
+    })
+  list(kind = kind, classes = classes, predict = served, call = "the bundle's declared predict",
+       reference = function(newdata) {
+         v <- own(newdata)
+         switch(kind, regression = list(value = v), label = list(class = v),
+                list(prob = if (is.matrix(v) || is.data.frame(v)) v else unname(cbind(1 - v, v))))
+       })
+}
+
 rl_outputs_rf <- function(fit) {
-  if (identical(fit$type, "unsupervised")) rl_refuse("an unsupervised randomForest has nothing to predict")
+  if (identical(fit$type, "unsupervised")) rl_refuse("[unsupported] an unsupervised randomForest has nothing to predict")
   if (identical(fit$type, "regression")) {
     return(list(kind = "regression", classes = character(0),
-                predict = function(newdata) as.double(predict(fit, newdata = newdata, type = "response"))))
+                predict = function(newdata) as.double(predict(fit, newdata = newdata, type = "response")),
+                reference = function(newdata) list(value = predict(fit, newdata))))
   }
   classes <- as.character(fit$classes)
   cutoff <- fit$forest$cutoff %||% rep(1 / length(classes), length(classes))
   list(
-    kind = if (length(classes) == 2L) "binary" else "multiclass", classes = classes,
+    kind = rl_kind_of(classes), classes = classes,
     predict = function(newdata) {
       prob <- predict(fit, newdata = newdata, type = "prob")
       # randomForest's own class is the largest vote/cutoff with ties broken
       # at random; here ties go to the first class, so a result is repeatable.
       pick <- max.col(sweep(prob[, classes, drop = FALSE], 2L, cutoff, "/"), ties.method = "first")
       rl_class_output(prob, classes, pick)
-    }
+    },
+    reference = function(newdata) list(prob = predict(fit, newdata, type = "prob"),
+                                       class = predict(fit, newdata, type = "response"))
   )
 }
 
 rl_outputs_ranger <- function(fit) {
   tt <- fit$treetype
+  own <- function(newdata) predict(fit, data = newdata, num.threads = 1L)$predictions
   if (tt == "Regression") {
     return(list(kind = "regression", classes = character(0),
-                predict = function(newdata) as.double(predict(fit, data = newdata, num.threads = 1L)$predictions)))
+                predict = function(newdata) as.double(own(newdata)),
+                reference = function(newdata) list(value = predict(fit, newdata, num.threads = 1L)$predictions)))
   }
   classes <- as.character(fit$forest$levels)
-  kind <- if (length(classes) == 2L) "binary" else "multiclass"
   if (tt == "Probability estimation") {
-    return(list(kind = kind, classes = classes, predict = function(newdata) {
-      prob <- predict(fit, data = newdata, num.threads = 1L)$predictions
-      if (!is.matrix(prob)) prob <- matrix(prob, nrow = 1L, dimnames = list(NULL, names(prob)))
+    return(list(kind = rl_kind_of(classes), classes = classes, predict = function(newdata) {
+      prob <- rl_as_matrix(own(newdata), classes)
       rl_class_output(prob, classes, max.col(prob[, classes, drop = FALSE], ties.method = "first"))
-    }))
+    }, reference = function(newdata) list(prob = predict(fit, newdata, num.threads = 1L)$predictions)))
   }
   if (tt == "Classification") {
-    return(list(kind = kind, classes = classes, predict = function(newdata) {
-      # A classification forest keeps no probabilities: the share of trees
-      # voting for each class is used, as randomForest's type = "prob" does.
-      votes <- predict(fit, data = newdata, predict.all = TRUE, num.threads = 1L)$predictions
-      if (!is.matrix(votes)) votes <- matrix(votes, nrow = 1L)
-      prob <- vapply(seq_along(classes), function(k) rowMeans(votes == k), numeric(nrow(votes)))
-      if (!is.matrix(prob)) prob <- matrix(prob, nrow = 1L)
-      colnames(prob) <- classes
-      rl_class_output(prob, classes, max.col(prob, ties.method = "first"))
-    }))
+    # ranger's own predict gives a classification forest's class and nothing
+    # else: that is what is served (a vote share would be our number, not R's).
+    return(list(kind = "label", classes = classes,
+      predict = function(newdata) as.double(match(as.character(own(newdata)), classes)),
+      reference = function(newdata) {
+        # ranger breaks a tied vote at random: such rows are not compared.
+        votes <- predict(fit, newdata, predict.all = TRUE, num.threads = 1L)$predictions
+        if (!is.matrix(votes)) votes <- matrix(votes, nrow = 1L)
+        tied <- apply(votes, 1L, function(v) {
+          counts <- sort(tabulate(v, length(classes)), decreasing = TRUE)
+          length(counts) > 1L && counts[[1L]] == counts[[2L]]
+        })
+        list(class = predict(fit, newdata, num.threads = 1L)$predictions, tied = tied)
+      }))
   }
-  rl_refuse("ranger models of type '", tt, "' are not supported (only classification, ",
+  rl_refuse("[unsupported] ranger models of type '", tt, "' are not supported (only classification, ",
             "probability and regression forests)")
 }
 
 rl_outputs_train <- function(fit) {
   if (identical(fit$modelType, "Regression")) {
     return(list(kind = "regression", classes = character(0),
-                predict = function(newdata) as.double(predict(fit, newdata = newdata, type = "raw"))))
+                predict = function(newdata) as.double(predict(fit, newdata = newdata, type = "raw")),
+                reference = function(newdata) list(value = predict(fit, newdata, type = "raw"))))
   }
   classes <- as.character(fit$levels)
   if (!isTRUE(fit$control$classProbs)) {
     rl_refuse("this caret model was trained without class probabilities; refit it with ",
               "trainControl(classProbs = TRUE)")
   }
-  list(kind = if (length(classes) == 2L) "binary" else "multiclass", classes = classes,
+  list(kind = rl_kind_of(classes), classes = classes,
        predict = function(newdata) {
          prob <- as.matrix(predict(fit, newdata = newdata, type = "prob"))
          pick <- match(as.character(predict(fit, newdata = newdata, type = "raw")), classes)
          rl_class_output(prob, classes, pick)
-       })
+       },
+       reference = function(newdata) list(prob = predict(fit, newdata, type = "prob"),
+                                          class = predict(fit, newdata, type = "raw")))
 }
 
 # For plain lm/glm it does what predict.lm does, minus per-call checks that
 # cannot fail on validated input: a third faster for one row, the same
 # numbers. Anything else goes through the model's own predict method.
 rl_predictor <- function(fit) {
-  plain <- class(fit)[1] %in% c("lm", "glm") &&
+  # Exactly lm or glm: a subclass (negbin, gam, rlm...) has its own predict.
+  plain <- (identical(class(fit), "lm") || identical(class(fit), c("glm", "lm"))) &&
     is.null(fit$call$offset) && is.null(attr(terms(fit), "offset")) &&
     !is.matrix(coef(fit))
   if (!plain) {
-    return(function(newdata) predict(fit, newdata = newdata, type = "response"))
+    return(function(newdata) as.double(predict(fit, newdata = newdata, type = "response")))
   }
   tt <- delete.response(terms(fit))
   beta <- coef(fit)
@@ -502,6 +713,136 @@ rl_direct_design <- function(fit, tt) {
 }
 
 # ---------------------------------------------------------------------------
+# The check at load: the served path against R's own predict
+
+# Rows to check with, as two things: `cols`, the plain list Python would send
+# (factors as 1-based codes), and `frame`, the same rows as an ordinary data
+# frame built by data.frame()/factor(). Every factor level appears; numbers
+# come from the data the object keeps (fit$model, fit$data, caret's
+# trainingData, loess's x, nls's environment), else from a fixed spread.
+rl_probe <- function(fit, proto) {
+  inner <- if (inherits(fit, "rlambda_bundle")) fit$model else fit
+  env <- tryCatch(inner$m$getEnv(), error = function(e) NULL)
+  kept <- list(inner$model, if (is.data.frame(inner$data)) inner$data, inner$trainingData,
+               if (is.matrix(inner$x)) inner$x, if (is.environment(env)) env)
+  # Behind a recipe the model kept baked columns, not what clients send.
+  if (inherits(fit, "rlambda_bundle") && !is.null(fit$recipe)) kept <- list()
+  column <- function(v) {
+    for (k in kept) {
+      x <- if (is.matrix(k)) (if (v %in% colnames(k)) k[, v] else NULL)
+           else if (is.environment(k)) get0(v, envir = k, inherits = FALSE)
+           else if (!is.null(k) && v %in% names(k)) k[[v]] else NULL
+      if (!is.null(x) && is.null(dim(x))) return(x)
+    }
+    NULL
+  }
+  n <- max(8L, lengths(proto$levels))
+  spread <- c(1, 2.5, 0.5, 3, 1.5, 10, 0.25, 5)
+  pick <- function(x) {
+    # values spread through the observed ones, in a fixed order
+    x <- sort(unique(x[is.finite(x)]))
+    if (!length(x)) return(NULL)
+    x[round(seq(1, length(x), length.out = n))][c(seq(1L, n, 2L), seq(2L, n, 2L))]
+  }
+  cols <- list()
+  frame <- list()
+  for (i in seq_along(proto$names)) {
+    v <- proto$names[[i]]
+    type <- proto$types[[i]]
+    lv <- proto$levels[[i]]
+    x <- column(v)
+    if (type == "factor") {
+      codes <- (seq_len(n) - 1L) %% length(lv) + 1L
+      cols[[i]] <- codes
+      frame[[v]] <- factor(lv[codes], levels = lv, ordered = isTRUE(proto$ordered[[i]]))
+    } else if (type == "character") {
+      vals <- if (length(lv)) lv[(seq_len(n) - 1L) %% length(lv) + 1L]
+              else rep_len(if (is.character(x) && length(x)) unique(x) else "a", n)
+      cols[[i]] <- frame[[v]] <- vals
+    } else if (type == "logical") {
+      cols[[i]] <- frame[[v]] <- rep_len(c(FALSE, TRUE), n)
+    } else if (type == "integer") {
+      cols[[i]] <- frame[[v]] <- as.integer(if (is.numeric(x)) pick(x) %||% seq_len(n) else seq_len(n))
+    } else {
+      cols[[i]] <- frame[[v]] <- as.double(if (is.numeric(x)) pick(x) %||% spread else spread)
+    }
+  }
+  list(cols = cols, frame = as.data.frame(frame, stringsAsFactors = FALSE, optional = TRUE), n = n)
+}
+
+# Differences beyond 1e-9 relative (absolute below 1e-6) count; NA against
+# NA is agreement.
+rl_worst <- function(got, want) {
+  got <- as.double(got)
+  want <- as.double(want)
+  if (length(got) != length(want)) return(Inf)
+  na <- is.na(got) | is.na(want)
+  if (any(is.na(got) != is.na(want))) return(Inf)
+  if (all(na)) return(0)
+  max(abs(got[!na] - want[!na]) / pmax(abs(want[!na]), 1e-6))
+}
+
+# Score the probe rows through the served path (the scorer Python calls) and
+# through R's own predict (the table's reference), and refuse the model if
+# any number differs by more than 1e-9 relative or a class differs. Returns
+# what /metadata reports.
+rl_check <- function(fit, proto, out, scorer) {
+  if (!all(proto$types %in% c("numeric", "integer", "logical", "factor", "character"))) {
+    return(list(rows = 0L, max_rel_diff = NA_real_, reference = out$call, passed = FALSE))
+  }
+  probe <- rl_probe(fit, proto)
+  n <- probe$n
+  got <- tryCatch(scorer(probe$cols, n), error = function(e) {
+    rl_refuse("R cannot predict with this model: ", conditionMessage(e))
+  })
+  want <- tryCatch(out$reference(probe$frame), error = function(e) {
+    rl_refuse("R's own predict fails on rows built from the model's prototype: ", conditionMessage(e))
+  })
+  k <- length(out$classes)
+  width <- if (out$kind == "multiclass") k + 1L else 1L
+  if (!is.double(got) || length(got) != n * width) {
+    rl_refuse("[unsupported] the model's predict returned ", paste(class(got), collapse = "/"), " of length ",
+              length(got), " for ", n, " rows, not ", n * width, " number(s) (", out$kind, ")")
+  }
+  mismatch <- function(what) {
+    rl_refuse("[unsupported] the served answer differs from what ", out$call, " gives (", what,
+              "); the model is refused rather than answered wrongly")
+  }
+  worst <- 0
+  classes_compared <- 0L
+  if (out$kind == "regression") {
+    worst <- rl_worst(got, want$value)
+  } else if (out$kind == "label") {
+    clear <- if (is.null(want$tied)) seq_len(n) else which(!want$tied)
+    r_class <- as.double(match(as.character(want$class), out$classes))
+    if (!identical(as.double(got)[clear], r_class[clear])) mismatch("a class")
+    classes_compared <- length(clear)
+  } else {
+    prob <- as.matrix(want$prob)
+    if (!is.null(colnames(prob))) {
+      if (!all(out$classes %in% colnames(prob))) mismatch("the classes")
+      prob <- prob[, out$classes, drop = FALSE]
+    }
+    if (ncol(prob) != k) mismatch("the number of classes")
+    served <- if (out$kind == "binary") got else matrix(got, nrow = n)[, seq_len(k), drop = FALSE]
+    worst <- if (out$kind == "binary") rl_worst(served, prob[, 2L]) else rl_worst(served, prob)
+    if (!is.null(want$class)) {
+      # R breaks a tie between the largest probabilities at random: rows
+      # with a tie are not compared.
+      top <- t(apply(prob, 1L, function(p) sort(p, decreasing = TRUE)[1:2]))
+      clear <- which(top[, 1L] - top[, 2L] > 1e-9)
+      r_class <- match(as.character(want$class), out$classes)
+      mine <- if (out$kind == "binary") ifelse(got > 0.5, 2L, 1L) else matrix(got, nrow = n)[, k + 1L]
+      if (!identical(as.double(mine[clear]), as.double(r_class[clear]))) mismatch("a class")
+      classes_compared <- length(clear)
+    }
+  }
+  if (!is.finite(worst) || worst > 1e-9) mismatch(sprintf("relative difference %.3g", worst))
+  list(rows = n, max_rel_diff = worst, classes_compared = classes_compared, reference = out$call,
+       passed = TRUE)
+}
+
+# ---------------------------------------------------------------------------
 # Loading
 
 rl_formula_text <- function(fit) {
@@ -523,13 +864,16 @@ rl_preprocessing <- function(fit) {
 }
 
 # Everything Python needs, from one R call: the description and the scorer.
-# The model's packages are loaded first; then one synthetic row is scored, so
-# a model whose predict does not work here is refused at load.
-rl_load <- function(path) {
+# The model's packages are loaded first; a class outside the table is
+# refused; then the served path is checked against R's own predict, so a
+# model that would be answered differently from R is refused at load.
+rl_load <- function(path, check = TRUE) {
   fit <- rl_read(path)
   pkgs <- rl_packages(fit)
   rl_require(pkgs)
   inner <- if (inherits(fit, "rlambda_bundle")) fit$model else fit
+  rl_entry(fit)
+  if (inherits(fit, "rlambda_bundle") && !is.function(fit$predict)) rl_entry(inner)
   proto <- if (inherits(fit, "rlambda_bundle")) rl_proto_frame(fit$ptype, fit$levels %||% list())
            else rl_proto_of(fit)
   nolevels <- proto$names[proto$types == "factor" & lengths(proto$levels) == 0L]
@@ -538,15 +882,9 @@ rl_load <- function(path) {
               paste(nolevels, collapse = ", "), "; save it with rlambda_bundle(model, data) from models/bundle.R")
   }
   out <- rl_outputs(fit)
-  has_predict <- inherits(inner, c("lm", "glm")) ||
-    any(vapply(class(inner), function(c1) !is.null(getS3method("predict", c1, optional = TRUE)), logical(1))) ||
-    (isS4(inner) && methods::existsMethod("predict", class(inner)))
-  if (!has_predict) {
-    rl_refuse("R has no predict method for a '", class(inner)[[1L]], "' model in this R library",
-              if (length(pkgs)) paste0(" (it needs ", paste(pkgs, collapse = ", "), ")") else "")
-  }
   scorer <- rl_scorer_of(proto, out)
-  rl_smoke(scorer, proto, out)
+  checked <- if (isTRUE(check)) rl_check(fit, proto, out, scorer)
+             else list(rows = 0L, max_rel_diff = NA_real_, classes_compared = 0L, reference = out$call, passed = FALSE)
   fam <- if (inherits(inner, "glm")) family(inner) else NULL
   list(
     description = list(
@@ -560,7 +898,9 @@ rl_load <- function(path) {
       packages = as.character(pkgs),
       names = proto$names,
       types = proto$types,
-      levels = proto$levels
+      levels = proto$levels,
+      served_by = out$entry,
+      check = checked
     ),
     scorer = scorer
   )
@@ -588,26 +928,6 @@ rl_scorer_of <- function(proto, out) {
     class(cols) <- "data.frame"
     predict_frame(cols)
   }
-}
-
-# Score one made-up row of the right types and check the shape of what
-# comes back; any error refuses the model with R's message.
-rl_smoke <- function(scorer, proto, out) {
-  # Types JSON cannot carry are refused by Python, with every such name.
-  if (!all(proto$types %in% c("numeric", "integer", "logical", "factor", "character"))) return(invisible(FALSE))
-  cols <- Map(function(type, lv) {
-    switch(type, numeric = 1, integer = 1L, logical = FALSE, factor = 1L,
-           character = if (length(lv)) lv[[1L]] else "a")
-  }, proto$types, proto$levels)
-  p <- tryCatch(scorer(unname(cols), 1L), error = function(e) {
-    rl_refuse("R cannot predict with this model: ", conditionMessage(e))
-  })
-  width <- if (out$kind == "multiclass") length(out$classes) + 1L else 1L
-  if (!is.double(p) || length(p) != width) {
-    rl_refuse("the model's predict returned ", paste(class(p), collapse = "/"), " of length ",
-              length(p), " for one row, not ", width, " number(s)")
-  }
-  invisible(TRUE)
 }
 
 rl_version <- function() {

@@ -23,9 +23,10 @@ from typing import Any
 from . import rsession
 from .blobs import Blobs
 from .errors import HTTPError
-from .registry import Registry, utc_now
+from .location import Location
+from .registry import PointerRace, Registry, utc_now
 from .model import Model
-from .store import Location, ModelFile, Store
+from .store import ModelFile, Store
 
 log = logging.getLogger(__name__)
 TRAINING_R = Path(__file__).resolve().parent / "training.R"
@@ -95,8 +96,7 @@ class Trainer:
         data_sha = digest.hexdigest()
         version = f"v-{data_sha[:16]}"
         if self.registry.has(version):
-            log.info("duplicate data event: version exists, nothing to do", extra={"version": version, "data": source})
-            return Outcome("duplicate", version, f"{source} was already trained as {version}")
+            return self._duplicate(version, source)
 
         current = self._current()
         model_path = work / "model.rds"
@@ -125,6 +125,12 @@ class Trainer:
         rds_sha = hashlib.sha256(rds).hexdigest()
         # Loading it the way serving will proves the version can be served before it is published.
         described = Model.load(ModelFile(path=str(model_path), uri=source, sha256=rds_sha)).describe()
+        if passed and current is not None:
+            # Log-loss alone would let a CSV holding ranks 1-2 only narrow the API.
+            served = Model.load(current).describe()
+            narrowing = narrowed(served.get("predictors") or [], described.get("predictors") or [])
+            if narrowing:
+                passed, reason = False, f"the new model would narrow the API: {narrowing}"
         manifest = {
             "version": version,
             "sha256": rds_sha,
@@ -145,11 +151,39 @@ class Trainer:
         }
         self.registry.publish(version, rds, manifest)
         if passed:
-            self.registry.promote(version, reason)
-            log.info("new model version promoted", extra={"version": version, "reason": reason})
-            return Outcome("promoted", version, reason, manifest)
+            return self._promote(version, reason, current.version if current else None, manifest)
         log.warning("new model version stored but not served", extra={"version": version, "reason": reason})
         return Outcome("stored", version, reason, manifest)
+
+    def _promote(self, version: str, reason: str, gated_against: str | None, manifest: dict[str, Any]) -> Outcome:
+        # Conditional on the pointer still being on the version the gate
+        # compared with: a model that passed against v1 is no judgement on v2.
+        try:
+            self.registry.promote(version, reason, expect=gated_against)
+        except PointerRace as exc:
+            log.warning("new model version stored but not promoted", extra={"version": version, "reason": str(exc)})
+            return Outcome("stored", version, str(exc), manifest)
+        log.info("new model version promoted", extra={"version": version, "reason": reason})
+        return Outcome("promoted", version, reason, manifest)
+
+    def _duplicate(self, version: str, source: str) -> Outcome:
+        """A redelivered event: finish a promotion a crash or a throttled write left undone."""
+        manifest = self.registry.manifest(version)
+        gate = manifest.get("gate") or {}
+        pointer = self.registry.pointer()
+        if pointer is not None and pointer.version == version:
+            log.info("duplicate data event: version exists and is served", extra={"version": version, "data": source})
+            return Outcome("duplicate", version, f"{source} was already trained as {version}", manifest)
+        gated_against = (manifest.get("metrics") or {}).get("current_version")
+        served = pointer.version if pointer else None
+        if not gate.get("passed") or served != gated_against:
+            # Failed its gate, or the pointer moved past it since: nothing to finish.
+            why = "its gate failed" if not gate.get("passed") else f"the pointer has moved on to {served}"
+            log.info("duplicate data event: version exists, not promoted", extra={"version": version, "reason": why})
+            return Outcome("duplicate", version, f"{source} was already trained as {version}; {why}", manifest)
+        log.warning("duplicate data event: completing an interrupted promotion", extra={"version": version})
+        return self._promote(version, str(gate.get("reason", "")) + " (promotion completed on redelivery)",
+                             gated_against, manifest)
 
     def _current(self) -> Any:
         if self.registry.pointer() is None:
@@ -170,6 +204,32 @@ class Trainer:
         if new["logloss"] <= limit:
             return True, f"held-out log-loss {new['logloss']:.4f} <= current {old['logloss']:.4f} + {self.gate_margin}"
         return False, f"held-out log-loss {new['logloss']:.4f} is worse than current {old['logloss']:.4f} + {self.gate_margin}"
+
+
+def narrowed(served: list[dict[str, Any]], new: list[dict[str, Any]]) -> str:
+    """How the new prototype fails to cover the served one ("" when it does).
+
+    The same predictors with the same types, and every level the served
+    model accepts still accepted: otherwise clients' valid requests would
+    start failing with a 400 after the promotion.
+    """
+    problems = []
+    mine = {p["name"]: p for p in new}
+    names = {p["name"] for p in served}
+    for p in served:
+        q = mine.get(p["name"])
+        if q is None:
+            problems.append(f"{p['name']} is gone")
+        elif q["type"] != p["type"]:
+            problems.append(f"{p['name']} changes type from {p['type']} to {q['type']}")
+        else:
+            lost = [lv for lv in p.get("levels") or [] if lv not in set(q.get("levels") or [])]
+            if lost:
+                problems.append(f"{p['name']} loses level(s) {', '.join(lost)}")
+    extra = [n for n in mine if n not in names]
+    if extra:
+        problems.append(f"new predictor(s) {', '.join(extra)} would be required")
+    return "; ".join(problems)
 
 
 def gate_margin_from_env() -> float:

@@ -28,13 +28,27 @@ CASES = {
     "glm_poisson": "regression",
     "glm_gamma": "regression",
     "glm_gaussian": "regression",
+    "glm_readcsv": "binary",
+    "glm_nb": "regression",
+    "gam_binomial": "binary",
+    "bam_poisson": "regression",
     "lm": "regression",
+    "rpart_anova": "regression",
+    "rpart_class": "multiclass",
+    "rpart_binary": "binary",
+    "multinom": "multiclass",
+    "polr": "multiclass",
+    "lda": "multiclass",
+    "qda": "multiclass",
+    "loess": "regression",
+    "nls": "regression",
+    "ppr_declared": "regression",
     "rf_multiclass": "multiclass",
     "rf_binary": "binary",
     "rf_regression": "regression",
     "rf_ordered_bundle": "regression",
     "ranger_probability": "multiclass",
-    "ranger_classification": "multiclass",
+    "ranger_classification": "label",
     "ranger_regression": "regression",
     "ranger_bundle": "regression",
     "caret_multiclass": "multiclass",
@@ -43,43 +57,63 @@ CASES = {
     "recipe_rf": "multiclass",
 }
 
-# R's own predict for each model type, in its own process. Writes one line per
-# row: the class probabilities (or the value), a tab, R's predicted class.
+# R's own predict for each model class, with its natural type, in its own
+# process, written here without serve.R. Writes one line per row: the class
+# probabilities (or the value; nothing for a class-only model), a tab, R's
+# predicted class.
 R_PREDICT = r"""
 args <- commandArgs(trailingOnly = TRUE)
 fit <- readRDS(args[[1]])
 # Only the packages this model needs: caret alone takes seconds to load.
-need <- c(ranger = "ranger", randomForest = "randomForest", train = "caret", rlambda_bundle = "recipes")
+need <- c(ranger = "ranger", randomForest = "randomForest", train = "caret", rlambda_bundle = "recipes",
+          rpart = "rpart", multinom = "nnet", polr = "MASS", lda = "MASS", qda = "MASS", negbin = "MASS",
+          gam = "mgcv")
 for (cl in intersect(c(class(fit), class(fit$model)), names(need))) loadNamespace(need[[cl]])
 nd <- readRDS(args[[2]])
 if (inherits(fit, "rlambda_bundle")) {
   if (!is.null(fit$recipe)) nd <- recipes::bake(fit$recipe, new_data = nd)
   fit <- fit$model
 }
-cls <- rep("", nrow(nd))
-if (inherits(fit, c("lm", "glm"))) {
-  v <- matrix(predict(fit, newdata = nd, type = "response"))
-} else if (inherits(fit, "randomForest")) {
-  if (fit$type == "classification") {
-    v <- predict(fit, newdata = nd, type = "prob")
-    cls <- as.character(predict(fit, newdata = nd, type = "response"))
-  } else v <- matrix(predict(fit, newdata = nd))
+n <- nrow(nd)
+cls <- rep("", n)
+one <- function(x) matrix(as.double(x), nrow = n)
+if (inherits(fit, "train")) {
+  if (fit$modelType == "Classification") {
+    v <- as.matrix(predict(fit, newdata = nd, type = "prob"))[, fit$levels]
+    cls <- as.character(predict(fit, newdata = nd, type = "raw"))
+  } else v <- one(predict(fit, newdata = nd, type = "raw"))
 } else if (inherits(fit, "ranger")) {
   p <- predict(fit, data = nd)$predictions
   if (fit$treetype == "Probability estimation") {
     v <- p[, fit$forest$levels]
   } else if (fit$treetype == "Classification") {
+    v <- matrix(numeric(0), nrow = n, ncol = 0)  # ranger's predict gives the class only
     cls <- as.character(p)
-    trees <- predict(fit, data = nd, predict.all = TRUE)$predictions
-    v <- sapply(seq_along(fit$forest$levels), function(k) rowMeans(trees == k))
-  } else v <- matrix(p)
-} else if (inherits(fit, "train")) {
-  if (fit$modelType == "Classification") {
-    v <- as.matrix(predict(fit, newdata = nd, type = "prob"))[, fit$levels]
-    cls <- as.character(predict(fit, newdata = nd, type = "raw"))
-  } else v <- matrix(predict(fit, newdata = nd, type = "raw"))
-}
-lines <- vapply(seq_len(nrow(v)), function(i) paste0(paste(sprintf("%.17g", v[i, ]), collapse = " "), "\t", cls[[i]]), "")
+  } else v <- one(p)
+} else if (inherits(fit, "randomForest")) {
+  if (fit$type == "classification") {
+    v <- predict(fit, newdata = nd, type = "prob")
+    cls <- as.character(predict(fit, newdata = nd, type = "response"))
+  } else v <- one(predict(fit, newdata = nd))
+} else if (inherits(fit, "rpart")) {
+  if (fit$method == "class") {
+    v <- predict(fit, nd, type = "prob")
+    cls <- as.character(predict(fit, nd, type = "class"))
+  } else v <- one(predict(fit, nd, type = "vector"))
+} else if (inherits(fit, c("multinom", "polr"))) {
+  v <- predict(fit, nd, type = "probs")
+  cls <- as.character(predict(fit, nd, type = "class"))
+} else if (inherits(fit, c("lda", "qda"))) {
+  p <- predict(fit, nd)
+  v <- p$posterior
+  cls <- as.character(p$class)
+} else if (inherits(fit, c("loess", "nls", "ppr"))) {
+  v <- one(predict(fit, nd))
+} else if (inherits(fit, c("lm", "glm"))) {
+  v <- one(predict(fit, newdata = nd, type = "response"))
+} else stop("no reference for class ", class(fit)[[1]])
+fmt <- function(x) ifelse(is.na(x), "nan", sprintf("%.17g", x))
+lines <- vapply(seq_len(n), function(i) paste0(paste(fmt(v[i, ]), collapse = " "), "\t", cls[[i]]), "")
 writeLines(lines, args[[3]])
 """
 
@@ -158,7 +192,14 @@ def test_served_equals_r_predict(name, fitted, apps, tmp_path, context):
     if kind == "regression":
         for s, (e, _) in zip(served, expected):
             assert set(s) == {"prediction"}
+            if math.isnan(e[0]):  # loess outside the data's range: R says NA
+                assert s["prediction"] is None
+                continue
             worst = max(worst, abs(s["prediction"] - e[0]))
+    elif kind == "label":
+        for s, (e, label) in zip(served, expected):
+            assert set(s) == {"class"} and e == []
+            assert s["class"] == label
     elif kind == "binary":
         for s, (e, label) in zip(served, expected):
             assert set(s) == {"result", "probability"}
@@ -247,7 +288,6 @@ GOOD_LM = {"wt": 3.1, "hp": 120, "disp": 200, "gear_o": "4", "carb_c": "few", "v
         ("glm_binomial", {"age": None}, "age", "is required"),
         ("lm", {"gear_o": "6"}, "gear_o", "must be one of 3, 4, 5, got '6'"),
         ("lm", {"carb_c": "some"}, "carb_c", "must be one of few, many"),
-        ("lm", {"cyl_i": 6.5}, "cyl_i", "a whole number"),
         ("glm_poisson", {"tension": "X"}, "tension", "must be one of L, M, H, got 'X'"),
         ("glm_gaussian", {"cyl": 5}, "cyl", "must be one of 4, 6, 8, got 5"),
         ("ranger_bundle", {"wool": "C"}, "wool", "must be one of A, B"),
@@ -278,6 +318,39 @@ def test_integer_text_and_whole_floats_are_accepted(apps, context):
     assert d["probability"] != a["probability"]
 
 
+def test_integer_stored_numeric_column_takes_a_fraction(apps, fitted, tmp_path, context):
+    """dataClasses decide: cyl_i is stored as integer but the lm calls it numeric."""
+    app = apps["lm"]
+    assert {"name": "cyl_i", "type": "numeric"} in app.model().describe()["predictors"]
+    served = app.handle({**GOOD_LM, "cyl_i": 6.5}, context)["prediction"]
+    script = tmp_path / "one.R"
+    script.write_text(
+        "fit <- readRDS(commandArgs(TRUE)[[1]])\n"
+        "nd <- data.frame(wt = 3.1, hp = 120, disp = 200, gear_o = factor('4', levels = c('3', '4', '5'),"
+        " ordered = TRUE), carb_c = 'few', vs_l = TRUE, cyl_i = 6.5)\n"
+        "cat(sprintf('%.17g', predict(fit, nd)))\n"
+    )
+    out = subprocess.run(["Rscript", str(script), str(fitted / "lm.rds")], capture_output=True, text=True,
+                         check=True, env={**os.environ, "TZ": "UTC"})
+    assert abs(served - float(out.stdout)) <= TOL
+
+
+def test_glm_on_read_csv_data_takes_a_fractional_gre(apps, fitted, tmp_path, context):
+    """The issue's case: read.csv makes gre integer; the glm's dataClasses say numeric."""
+    app = apps["glm_readcsv"]
+    assert {"name": "gre", "type": "numeric"} in app.model().describe()["predictors"]
+    served = app.handle({"gre": 650.5, "gpa": 3.1, "rank": 2}, context)["probability"]
+    script = tmp_path / "one.R"
+    script.write_text(
+        "fit <- readRDS(commandArgs(TRUE)[[1]])\n"
+        "nd <- data.frame(gre = 650.5, gpa = 3.1, rank = factor('2', levels = c('1', '2', '3', '4')))\n"
+        "cat(sprintf('%.17g', predict(fit, nd, type = 'response')))\n"
+    )
+    out = subprocess.run(["Rscript", str(script), str(fitted / "glm_readcsv.rds")], capture_output=True, text=True,
+                         check=True, env={**os.environ, "TZ": "UTC"})
+    assert abs(served - float(out.stdout)) <= TOL
+
+
 def test_free_text_predictor():
     """A character column without known levels takes any string, but only a string."""
     from rlambda.errors import BadRequest
@@ -297,25 +370,60 @@ def test_free_text_predictor():
 
 
 @pytest.mark.parametrize(
-    "name,words",
+    "name,status,words",
     [
-        ("bad_gbm", "the model needs R package 'gbm', which is not installed in this R library"),
-        ("bad_bundle_package", "the model needs R package 'notInstalledPkg', which is not installed"),
-        ("bad_namespace", "the model needs R package 'splinez', which is not installed"),
-        ("bad_nopredict", "R has no predict method for a 'mystery_model' model"),
-        ("bad_ranger_factors", "does not record the levels of its factor predictor(s) wool, tension"),
-        ("bad_rf_ordered", "does not record the levels of factor predictor(s) gear_o"),
-        ("bad_caret_noprobs", "trainControl(classProbs = TRUE)"),
-        ("bad_list", "cannot tell which predictors a 'list' model needs"),
+        ("bad_gbm", 500, "the model needs R package 'gbm', which is not installed in this R library"),
+        ("bad_bundle_package", 500, "the model needs R package 'notInstalledPkg', which is not installed"),
+        ("bad_namespace", 500, "the model needs R package 'splinez', which is not installed"),
+        ("bad_nopredict", 503, "a 'mystery_model' model (class mystery_model) is not one rlambda knows"),
+        ("bad_ranger_factors", 500, "does not record the levels of its factor predictor(s) wool, tension"),
+        ("bad_rf_ordered", 500, "does not record the levels of factor predictor(s) gear_o"),
+        ("bad_caret_noprobs", 500, "trainControl(classProbs = TRUE)"),
+        ("bad_list", 503, "a 'list' model (class list) is not one rlambda knows"),
+        ("bad_unstable_bundle", 503, "the served answer differs from what the bundle's declared predict gives"),
     ],
 )
-def test_unservable_model_is_refused_at_load(name, words, apps, context):
+def test_unservable_model_is_refused_at_load(name, status, words, apps, context):
     # GIVEN a model file this R cannot serve WHEN the first request arrives
     err = error_of(apps[name], {"x": 1}, context)
-    # THEN a 500 names the reason (a missing package by name), not a traceback
-    assert err["httpStatus"] == 500 and err["errorType"] == "InternalError"
+    # THEN the answer names the reason (a missing package by name), not a traceback:
+    # 503 for a model outside the table, 500 for a broken one
+    assert err["httpStatus"] == status
+    assert err["errorType"] == ("ModelUnavailable" if status == 503 else "InternalError")
     assert words in err["message"], err["message"]
     assert "Traceback" not in err["message"] and "[rlambda]" not in err["message"]
+    assert "[unsupported]" not in err["message"]
+
+
+def test_a_class_outside_the_table_is_refused_with_the_way_to_serve_it(apps, context, caplog):
+    # GIVEN a stats::ppr model (it has a predict method, but is not in the table)
+    err = error_of(apps["bad_unsupported"], {"wt": 3, "hp": 120}, context)
+    # THEN a 503 names its class, lists what is supported and shows the bundle way
+    assert err["httpStatus"] == 503 and err["errorType"] == "ModelUnavailable"
+    message = err["message"]
+    assert "a 'ppr.form' model (class ppr.form/ppr) is not one rlambda knows" in message
+    for supported in ("lm (stats)", "glm (stats)", "negbin (MASS)", "gam (mgcv)", "rpart (rpart)",
+                      "multinom (nnet)", "polr (MASS)", "lda (MASS)", "qda (MASS)", "loess (stats)",
+                      "nls (stats)", "randomForest (randomForest)", "ranger (ranger)", "train (caret)",
+                      "rlambda_bundle"):
+        assert supported in message, supported
+    assert "rlambda_bundle(fit, data, predict = function(model, newdata)" in message
+    assert 'kind = "regression"' in message
+    # AND the log line says the same
+    assert any("ppr.form" in str(getattr(r, "reason", "")) for r in caplog.records)
+
+
+def test_metadata_reports_the_check_against_r(apps):
+    for name in ("glm_binomial", "polr", "ranger_classification", "ppr_declared"):
+        check = apps[name].model().describe()["check"]
+        assert check["passed"] is True and check["rows"] >= 8, (name, check)
+        assert check["tolerance"] == 1e-9
+        assert check["max_rel_diff"] is None or check["max_rel_diff"] <= 1e-9
+    polr = apps["polr"].model().describe()
+    assert polr["check"]["reference"] == 'predict(fit, newdata, type = "probs") and type = "class"'
+    assert polr["check"]["classes_compared"] >= 1
+    assert polr["served_by"] == "polr"
+    assert apps["glm_nb"].model().describe()["served_by"] == "negbin"
 
 
 # -- packaging: the packages a model needs, from the model object ----------------------

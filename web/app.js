@@ -158,8 +158,9 @@
     $("probability-line").hidden = !binary;
     $("decision").parentElement.hidden = !binary;
     $("prediction-line").hidden = kind !== "regression";
-    $("class-block").hidden = kind !== "multiclass";
-    if (kind === "multiclass") {
+    $("class-block").hidden = kind !== "multiclass" && kind !== "label";
+    if (kind === "multiclass" || kind === "label") {
+      // label: the model's R predict gives a class and no probabilities
       $("predicted-class").textContent = answer.class;
       const rows = Object.entries(answer.probabilities || {}).map(([label, p]) => {
         const tr = document.createElement("tr");
