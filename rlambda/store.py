@@ -109,7 +109,12 @@ class Store:
         self._session: Any = None
 
     def _boto(self) -> Any:
-        """This store's own boto3 session (not boto3's global one, so reset_clients can drop it)."""
+        """This store's own boto3 session (not boto3's global one, so reset_clients can drop it).
+
+        boto3's, not botocore's alone, which would spare boto3's resource
+        layer (a tenth of the import) but lose the transfer methods
+        (upload_file) that batch scoring uses on this client.
+        """
         if self._session is None:
             import boto3
 
