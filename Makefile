@@ -59,6 +59,7 @@ package: setup
 # Each prints its figures (JSON), against its baseline where the issue names one, in the same run.
 bench: setup
 	$(PY) bench/bench_handler.py
+	$(PY) bench/bench_coldstart.py
 	$(PY) bench/bench_http.py
 	$(PY) bench/bench_package.py
 	$(PY) bench/bench_batch.py

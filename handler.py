@@ -7,22 +7,21 @@ and direct invocations (``aws lambda invoke``) with the model named by
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Callable
 
 # rlambda.rsession finds the trimmed R the zip carries at <task root>/R by itself.
-from rlambda import logs, rsession
+from rlambda import logs, snapstart
 from rlambda.app import App
 
 logs.configure()
 app = App()
 
-# Start R during Lambda's init phase (outside the billed, latency-visible
-# first request). A failure here is reported by the first request instead.
-try:
-    rsession.start()
-except Exception as exc:  # pragma: no cover - reported by requests as 503
-    print(f"rlambda: R did not start at init: {exc}", file=sys.stderr)
+# Lambda's init: the model downloads on a thread while R starts, then is read
+# into R, before the first request. It never raises: what fails here is
+# logged and reported by the first request (503 with Retry-After).
+app.warm_up()
+# With SnapStart: primed before the snapshot, renewed after each restore.
+snapstart.register(app)
 
 
 def lambda_handler(event: Any, context: Any) -> Any:

@@ -83,6 +83,41 @@ def parse_json(body: bytes | None) -> Any:
         raise BadRequest("The body is nested too deeply.", [Problem("body", "is nested too deeply")]) from None
 
 
+class _Prefetch:
+    """The model's download, on a thread of its own (Lambda's init starts R meanwhile)."""
+
+    def __init__(self, fetch: Callable[[], ModelFile]) -> None:
+        self._fetch = fetch
+        self._done = threading.Event()
+        self.value: ModelFile | None = None
+        self.error: BaseException | None = None
+        self.ms = 0.0
+        # a daemon: a download stalled on a slow S3 never keeps the process alive
+        threading.Thread(target=self._run, name="rlambda-prefetch", daemon=True).start()
+
+    def _run(self) -> None:
+        started = time.perf_counter()
+        try:
+            self.value = self._fetch()
+        except BaseException as exc:  # handed to whoever waits for it
+            self.error = exc
+        finally:
+            self.ms = (time.perf_counter() - started) * 1e3
+            self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the download has finished (well or not)."""
+        return self._done.wait(timeout)
+
+    def result(self) -> ModelFile:
+        """The downloaded file; raises the download's error."""
+        self._done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.value is not None
+        return self.value
+
+
 class App:
     """The scoring service: routes, model life and error handling."""
 
@@ -92,6 +127,8 @@ class App:
         self._model: Model | None = None
         self._load_lock = threading.Lock()
         self._next_check = 0.0
+        self._prefetch: _Prefetch | None = None
+        self.init_phases: dict[str, float] = {}
         try:
             self._versioned = Location.parse(self.settings.model_uri).folder
         except ValueError:
@@ -116,13 +153,91 @@ class App:
         if model is None:
             with self._load_lock:
                 if self._model is None:
-                    self._model = self._load(self._fetch())
+                    self._model = self._load(self._prefetched() or self._fetch())
                     self._next_check = time.monotonic() + self.settings.refresh_s
                 return self._model
         if self._versioned and time.monotonic() >= self._next_check:
             self._refresh(model)
             return self._model or model
         return model
+
+    def warm_up(self) -> dict[str, float]:
+        """Lambda's init: download the model on a thread while R starts, then read it into R.
+
+        The cold start is then the longer of the two, not their sum. Never
+        raises: R that does not start, or a model that cannot be fetched or
+        loaded, is logged here and reported by the first request (a 503 with
+        Retry-After while it may clear), which tries again. The wait for the
+        download is bounded (``init_wait_s``; Lambda's init has 10 s); a
+        download still running then is finished by the first request.
+        Returns the phases in ms (also logged).
+        """
+        started = time.perf_counter()
+        phases = self.init_phases
+        if self._model is not None or self._prefetch is not None:
+            return phases
+        fetch = self._prefetch = _Prefetch(self._fetch)
+        try:
+            rsession.start()
+        except Exception as exc:
+            log.error("R did not start at init; requests will report it", extra={"reason": str(exc)})
+            return phases
+        phases["r_start_ms"] = round((time.perf_counter() - started) * 1e3, 2)
+        if not fetch.wait(self.settings.init_wait_s):
+            log.warning("the model is still downloading at the end of init; the first request waits for it",
+                        extra={"waited_s": self.settings.init_wait_s})
+            return phases
+        phases["fetch_ms"] = round(fetch.ms, 2)
+        if fetch.error is not None:
+            reason = fetch.error.message if isinstance(fetch.error, HTTPError) else repr(fetch.error)
+            log.warning("the model could not be fetched at init; the first request tries again",
+                        extra={"reason": reason})
+            return phases
+        loading = time.perf_counter()
+        with self._load_lock:
+            if self._model is None and self._prefetch is fetch:
+                self._prefetch = None
+                try:
+                    self._model = self._load(fetch.result())
+                    self._next_check = time.monotonic() + self.settings.refresh_s
+                except HTTPError:
+                    pass  # logged by _load; the first request tries again
+        phases["load_ms"] = round((time.perf_counter() - loading) * 1e3, 2)
+        phases["init_ms"] = round((time.perf_counter() - started) * 1e3, 2)
+        log.info("init", extra=phases)
+        return phases
+
+    def _prefetched(self) -> ModelFile | None:
+        """The init's download, if one is pending or went well (called under the load lock).
+
+        A download that failed at init is not replayed: its error may be
+        minutes old, so the caller fetches again.
+        """
+        fetch, self._prefetch = self._prefetch, None
+        if fetch is None or (fetch.wait(0) and fetch.error is not None):
+            return None
+        return fetch.result()
+
+    def prime(self) -> None:
+        """R started, the model loaded and one made-up row scored (SnapStart's before-snapshot).
+
+        Raises what loading or scoring raised; the model is then dropped, so
+        a scorer that failed its first row is never kept.
+        """
+        model = self.model()
+        try:
+            model.predict([model.prototype.example()])
+        except Exception:
+            with self._load_lock:
+                if self._model is model:
+                    self._model = None
+            raise
+
+    def reread_pointer(self) -> None:
+        """Read a versioned model's pointer now (after a SnapStart restore: time has passed)."""
+        model = self._model
+        if self._versioned and model is not None:
+            self._refresh(model)
 
     def _refresh(self, current: Model) -> None:
         # One thread refreshes; the others keep scoring with the current model.

@@ -182,6 +182,11 @@ class Prototype:
         """The JSON shape used by /metadata."""
         return [p.describe() for p in self.predictors]
 
+    def example(self) -> dict[str, Any]:
+        """A valid made-up row (first level, 1, false, "a"), to exercise the scoring path."""
+        made = {"numeric": 1.0, "integer": 1, "logical": False, "character": "a"}
+        return {p.name: p.levels[0] if p.levels else made.get(p.type, 1.0) for p in self.predictors}
+
     def unsupported(self) -> list[Predictor]:
         """Predictors whose R type cannot be sent as JSON (matrix columns and the like)."""
         return [p for p in self.predictors if p.type not in TYPES]

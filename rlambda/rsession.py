@@ -10,6 +10,8 @@ makes a one-row prediction cost tens of microseconds of Python, not hundreds.
 from __future__ import annotations
 
 import os
+import re
+import sys
 import threading
 from array import array
 from dataclasses import dataclass
@@ -105,6 +107,64 @@ def _find_r_home() -> None:
             return
 
 
+# The packages R attaches at start. R's default adds datasets, grDevices,
+# graphics and methods; methods alone costs about 70 ms of a cold start.
+# stats is what lm/glm need; loading its namespace loads utils anyway, so
+# attaching utils is nearly free and keeps serve.R's and training.R's plain
+# calls (getS3method, read.csv) working. A model's own packages are loaded
+# with it (serve.R's rl_require), and with them whatever they import
+# (methods for S4 classes). R_DEFAULT_PACKAGES in the environment wins.
+DEFAULT_PACKAGES = "utils,stats"
+
+# R's JIT compiles every closure before its first call: reading a model ran
+# serve.R's helpers once each, and compiling them took about 60 ms of the
+# load and 10 ms of the first answer, for no gain on a single call. Package
+# code is byte-compiled when installed either way, and the one-row scoring
+# path measured the same interpreted (bench/bench_handler.py). R_ENABLE_JIT
+# in the environment wins.
+JIT_LEVEL = "0"
+
+
+def _ld_library_path(r_home: str) -> str:
+    """The library path R's front end would add, read from R_HOME/etc/ldpaths.
+
+    rpy2 asks a `Rscript` subprocess for it at import (a whole R start,
+    0.1-0.2 s), only to prepend it to LD_LIBRARY_PATH, which is too late to
+    matter for this process. The default of R_LD_LIBRARY_PATH in ldpaths is
+    what that subprocess would report first: Debian's R names
+    ``${R_HOME}/lib:/usr/lib/x86_64-linux-gnu``, the zip's bundled R
+    ``${R_HOME}/lib:${R_HOME}/../lib``.
+    """
+    value = os.environ.get("R_LD_LIBRARY_PATH", "")
+    if not value:
+        try:
+            text = (Path(r_home) / "etc" / "ldpaths").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            text = ""
+        found = re.search(r"\$\{R_LD_LIBRARY_PATH=((?:\$\{[^}]*\}|[^}])*)\}", text)
+        value = found.group(1) if found else "${R_HOME}/lib"
+    value = value.replace("${R_HOME}", r_home).replace("$R_HOME", r_home)
+    return ":".join(part for part in value.split(":") if part and "$" not in part)
+
+
+def _openrlib() -> Any:
+    """rpy2's openrlib (which opens libR), imported without its `Rscript` subprocess."""
+    module = sys.modules.get("rpy2.rinterface_lib.openrlib")
+    if module is not None:
+        return module
+    _find_r_home()
+    import rpy2.situation as situation
+
+    asked = situation.r_ld_library_path_from_subprocess
+    situation.r_ld_library_path_from_subprocess = _ld_library_path
+    try:
+        from rpy2.rinterface_lib import openrlib
+    finally:
+        # Only the import is spared: `python -m rpy2.situation` still asks R.
+        situation.r_ld_library_path_from_subprocess = asked
+    return openrlib
+
+
 _ri: Any = None
 _helpers: dict[str, Any] = {}
 _start_lock = threading.Lock()
@@ -112,9 +172,7 @@ _start_lock = threading.Lock()
 
 def lock() -> Any:
     """The lock every call into R holds (re-entrant, shared with rpy2)."""
-    from rpy2.rinterface_lib import openrlib
-
-    return openrlib.rlock
+    return _openrlib().rlock
 
 
 def start() -> None:
@@ -125,8 +183,8 @@ def start() -> None:
     with _start_lock:
         if _ri is not None:
             return
-        _find_r_home()
         try:
+            _openrlib()
             import rpy2.rinterface as ri
         except Exception as exc:  # a missing libR.so or R_HOME surfaces here
             raise RUnavailable(f"cannot load R: {exc}") from exc
@@ -138,15 +196,23 @@ def start() -> None:
             # at init. It is too late to matter for this process, but every
             # child process inherits it: a pyenv Python started from here
             # then loads Debian's libpython (seen: 3.11.2 instead of 3.11.7).
+            # R_DEFAULT_PACKAGES and R_ENABLE_JIT are read only while R
+            # starts; restored too, so that an Rscript started from here
+            # behaves as usual.
             # Without TZ, R asks timedatectl (absent in Lambda and containers)
             # and warns at start-up; Lambda itself sets TZ=:UTC.
             os.environ.setdefault("TZ", "UTC")
-            saved = os.environ.get("LD_LIBRARY_PATH")
-            ri.initr_simple()
-            if saved is None:
-                os.environ.pop("LD_LIBRARY_PATH", None)
-            else:
-                os.environ["LD_LIBRARY_PATH"] = saved
+            saved = {name: os.environ.get(name) for name in ("LD_LIBRARY_PATH", "R_DEFAULT_PACKAGES", "R_ENABLE_JIT")}
+            os.environ.setdefault("R_DEFAULT_PACKAGES", DEFAULT_PACKAGES)
+            os.environ.setdefault("R_ENABLE_JIT", JIT_LEVEL)
+            try:
+                ri.initr_simple()
+            finally:
+                for name, value in saved.items():
+                    if value is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = value
             env = ri.baseenv["new.env"]()
             try:
                 ri.evalr(_HELPERS.read_text(encoding="utf-8"), envir=env)
@@ -155,6 +221,29 @@ def start() -> None:
             for name in ("rl_read", "rl_load", "rl_packages", "rl_version"):
                 _helpers[name] = env[name]
         _ri = ri
+
+
+def started() -> bool:
+    """True once R is up and the helpers are defined."""
+    return _ri is not None
+
+
+def reseed(seed: int) -> None:
+    """``set.seed(seed)`` in R, so that environments restored from one snapshot draw differently."""
+    start()
+    with lock():
+        _ri.baseenv["set.seed"](_ri.IntSexpVector([seed]))
+
+
+def random_seed() -> list[int]:
+    """R's ``.Random.seed`` (empty before R first draws or is seeded)."""
+    start()
+    with lock():
+        try:
+            seed = _ri.globalenv[".Random.seed"]
+        except KeyError:
+            return []
+        return [int(v) for v in seed]
 
 
 def _error(exc: Exception) -> RError:

@@ -37,6 +37,10 @@ class Settings:
     max_body_bytes: int = 6 * 1024 * 1024
     cache_dir: str = "/tmp"
     refresh_s: float = 60.0
+    # How long Lambda's init waits for the model's download (its limit is
+    # 10 s without SnapStart); a fetch still running is finished by the
+    # first request.
+    init_wait_s: float = 4.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -54,4 +58,5 @@ class Settings:
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 6 * 1024 * 1024),
             cache_dir=env.get("MODEL_CACHE_DIR", "").strip() or "/tmp",
             refresh_s=_float(env, "MODEL_REFRESH_S", 60.0),
+            init_wait_s=_float(env, "MODEL_INIT_WAIT_S", 4.0),
         )

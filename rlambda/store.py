@@ -73,16 +73,30 @@ class Store:
         self._s3 = s3_client
         # Given a client (tests, tools), use it for everything.
         self._s3_check = s3_client
+        self._given = s3_client is not None
+        self._session: Any = None
+
+    def _boto(self) -> Any:
+        """This store's own boto3 session (not boto3's global one, so reset_clients can drop it).
+
+        boto3's, not botocore's alone, which would spare boto3's resource
+        layer (a tenth of the import) but lose the transfer methods
+        (upload_file) that batch scoring uses on this client.
+        """
+        if self._session is None:
+            import boto3
+
+            self._session = boto3.session.Session()
+        return self._session
 
     @property
     def s3(self) -> Any:
         """A boto3 S3 client, made on first use (it costs tens of ms at cold start)."""
         if self._s3 is None:
-            import boto3
             from botocore.config import Config
 
             # Worst case about 3 x (2 + 5) s: inside API Gateway's 29 s.
-            self._s3 = boto3.client(
+            self._s3 = self._boto().client(
                 "s3",
                 config=Config(
                     connect_timeout=2,
@@ -96,14 +110,23 @@ class Store:
     def s3_check(self) -> Any:
         """A client for the pointer re-read: one quick try, since a model is already serving."""
         if self._s3_check is None:
-            import boto3
             from botocore.config import Config
 
-            self._s3_check = boto3.client(
+            self._s3_check = self._boto().client(
                 "s3",
                 config=Config(connect_timeout=1, read_timeout=2, retries={"mode": "standard", "max_attempts": 1}),
             )
         return self._s3_check
+
+    def reset_clients(self) -> None:
+        """Forget the session and clients this store made; new ones are made on next use.
+
+        After a SnapStart restore their pooled connections are dead and their
+        credentials are those of the environment that took the snapshot. A
+        client given to the store is the giver's to manage and is kept.
+        """
+        if not self._given:
+            self._session = self._s3 = self._s3_check = None
 
     def fetch(self, uri: str) -> ModelFile:
         """A local copy of the model at ``uri``; downloads an S3 object once.

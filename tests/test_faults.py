@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -334,3 +335,104 @@ def test_tmp_full_only_for_the_sidecar(world: World, record_property: Any) -> No
     assert ask(app)[0] == 200
     assert world.leftovers() == []
 
+
+
+# -- the init: the model fetched on a thread while R starts ---------------------------------------
+
+# A new process with S3 behind the proxy: Lambda's init (import handler) runs
+# with the fault on, then one request, then (told by the test, the fault
+# cleared) another. The default clients of the store are used, as in Lambda.
+INIT_CHILD = """
+import json, sys, time
+sys.path.insert(0, {root!r})
+t0 = time.perf_counter()
+import handler
+init_s = time.perf_counter() - t0
+event = json.load(open({event!r}))
+print(json.dumps({{"init_s": init_s, "loaded_at_init": handler.app._model is not None,
+                  "phases": handler.app.init_phases}}), flush=True)
+for _ in range(2):
+    sys.stdin.readline()
+    print(json.dumps(handler.lambda_handler(event, None)), flush=True)
+"""
+
+
+@pytest.mark.parametrize("fault", ["down", "throttled"])
+def test_init_survives_s3_failing_while_r_starts(world: World, fault: str, tmp_path: Path) -> None:
+    # GIVEN the model in S3 and the fault on before the process starts
+    from conftest import EVENTS, ROOT
+
+    key = "admission.rds"
+    world.admin.upload_file(str(world.model), world.bucket, key)
+    start_fault(fault, world, key)
+    env = {**os.environ, "MODEL_URI": f"s3://{world.bucket}/{key}", "AWS_ENDPOINT_URL": world.proxy.url,
+           "MODEL_CACHE_DIR": str(tmp_path / "container-tmp"), "LOG_LEVEL": "INFO"}
+    child = subprocess.Popen([sys.executable, "-c", INIT_CHILD.format(root=str(ROOT),
+                              event=str(EVENTS / "apigw_rest_get_predict.json"))],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        # WHEN Lambda's init runs (R starts while the download fails)
+        init = json.loads(child.stdout.readline() or "null")
+        assert init is not None, child.stderr.read()[-3000:]
+        # THEN the init completes, within Lambda's 10 s, without a model
+        assert not init["loaded_at_init"] and init["init_s"] < 10, init
+        assert "r_start_ms" in init["phases"] and "load_ms" not in init["phases"]
+        assert world.proxy.faulted > 0 or fault == "down"
+        # and the first request answers 503 with Retry-After
+        child.stdin.write("\n")
+        child.stdin.flush()
+        first = json.loads(child.stdout.readline())
+        assert first["statusCode"] == 503 and "Retry-After" in first["headers"], first
+        # WHEN the fault clears THEN the next request is served, no restart
+        world.proxy.clear()
+        world.proxy.up()
+        child.stdin.write("\n")
+        child.stdin.flush()
+        second = json.loads(child.stdout.readline())
+        assert second["statusCode"] == 200, second
+        assert json.loads(second["body"])["result"] is True
+    finally:
+        child.stdin.close()
+        child.wait(timeout=30)
+    # the init said why it has no model: the download failed, or its retries outlasted the init's wait
+    logs = child.stderr.read()
+    assert "could not be fetched at init" in logs or "still downloading at the end of init" in logs, logs[-2000:]
+
+
+def test_download_still_running_at_the_end_of_init_is_finished_by_the_first_request(world: World) -> None:
+    # GIVEN an init that waits 0.1 s for the download, and S3 stalling longer than the client's timeout
+    key = "admission.rds"
+    world.admin.upload_file(str(world.model), world.bucket, key)
+    settings = Settings(model_uri=f"s3://{world.bucket}/{key}", cache_dir=str(world.cache), init_wait_s=0.1)
+    app = App(settings, Store(str(world.cache), s3_client=client(world.proxy.url)))
+    world.proxy.set("delay", match=key, delay_s=5.0)
+    # WHEN the init runs THEN it returns without the model, the download still running
+    phases = app.warm_up()
+    assert "load_ms" not in phases and "fetch_ms" not in phases
+    # and the first request waits for that download: its timeout is a 503 with Retry-After
+    status, headers, body = ask(app)
+    assert world.proxy.faulted > 0
+    assert status == 503 and "Retry-After" in headers, body
+    assert world.leftovers() == []
+    # WHEN S3 answers again THEN the same app serves
+    world.proxy.clear()
+    status, _, body = ask(app)
+    assert status == 200 and body["result"] is True, body
+
+
+def test_init_loads_the_model_so_the_first_request_fetches_nothing(world: World) -> None:
+    # GIVEN the model in S3 and a healthy proxy
+    key = "admission.rds"
+    world.admin.upload_file(str(world.model), world.bucket, key)
+    app = world.app(f"s3://{world.bucket}/{key}")
+    # WHEN the init runs
+    phases = app.warm_up()
+    # THEN R started, the model was fetched and loaded, and the phases are reported
+    assert {"r_start_ms", "fetch_ms", "load_ms", "init_ms"} <= set(phases)
+    forwarded = world.proxy.forwarded
+    status, _, body = ask(app)
+    assert status == 200 and body["result"] is True
+    # and the first request went nowhere near S3
+    assert world.proxy.forwarded == forwarded
+    # a second warm-up is a no-op
+    assert app.warm_up() is phases and world.proxy.forwarded == forwarded

@@ -319,6 +319,29 @@ def test_alias_live_points_at_a_published_version(resources: dict[str, Any]) -> 
     assert version["DeletionPolicy"] == "Retain"
 
 
+def test_snapstart_on_the_scoring_functions_published_versions(resources: dict[str, Any],
+                                                                 source: dict[str, Any]) -> None:
+    # GIVEN the transformed template WHEN looking at the functions
+    by_handler = functions_by_handler(resources)
+    scoring = by_handler["handler.lambda_handler"]["Properties"]
+    # THEN the scoring function has SnapStart on its published versions, behind a condition
+    assert scoring["SnapStart"] == {"Fn::If": ["UseSnapStart", {"ApplyOn": "PublishedVersions"},
+                                               {"Ref": "AWS::NoValue"}]}
+    assert source["Parameters"]["SnapStart"]["Default"] == "true"
+    # on by default, off when asked or on python3.11 (SnapStart for Python starts at 3.12)
+    assert source["Conditions"]["UseSnapStart"] == {"Fn::And": [
+        {"Fn::Equals": [{"Ref": "SnapStart"}, "true"]},
+        {"Fn::Not": [{"Fn::Equals": [{"Ref": "PythonRuntime"}, "python3.11"]}]}]}
+    # and nothing SnapStart refuses: provisioned concurrency, EFS, more than 512 MB of /tmp
+    assert "ProvisionedConcurrencyConfig" not in source["Resources"]["ScoringFunction"]["Properties"]
+    assert not of_type(resources, "AWS::EFS::FileSystem")
+    assert "FileSystemConfigs" not in scoring
+    assert scoring.get("EphemeralStorage", {"Size": 512})["Size"] <= 512
+    # the other functions are not snapshotted (S3 triggers invoke $LATEST, never a version)
+    for handler in ("handler.retrain_handler", "handler.batch_handler"):
+        assert "SnapStart" not in by_handler[handler]["Properties"]
+
+
 # ------------------------------------------------------------------ IAM
 
 

@@ -1,0 +1,119 @@
+"""Cold start: how R starts, and the init that fetches the model while R starts.
+
+Speed is bench/bench_coldstart.py's business; these tests check what the
+fast start must keep: R attaches only what serve.R needs, rpy2 runs no
+``Rscript`` subprocess, the environment children inherit is untouched, the
+library path comes from R_HOME's own etc/ldpaths (Debian's R and the zip's
+bundled R), and an init whose download fails or stalls still starts and
+leaves the first request to report it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import ROOT
+from rlambda import rsession
+
+# A new process: R started by rsession with rpy2's subprocess helpers made to
+# fail, so a start that still needed one would fail here.
+START_PROBE = textwrap.dedent("""
+    import json, os, subprocess, sys
+    sys.path.insert(0, {root!r})
+    spawned = []
+    def refuse(*args, **kwargs):
+        spawned.append(args[0] if args else kwargs.get("args"))
+        raise OSError("no subprocess at R's start")
+    subprocess.check_output = refuse
+    subprocess.Popen = refuse
+    before = {{k: os.environ.get(k) for k in ("LD_LIBRARY_PATH", "R_DEFAULT_PACKAGES", "R_ENABLE_JIT")}}
+    from rlambda import rsession
+    rsession.start()
+    import rpy2.rinterface as ri
+    after = {{k: os.environ.get(k) for k in before}}
+    print(json.dumps({{
+        "spawned": [str(s) for s in spawned],
+        "search": list(ri.evalr("search()")),
+        "jit": int(ri.evalr("compiler::enableJIT(-1)")[0]),
+        "env_before": before, "env_after": after,
+        "r_default_packages_in_r": str(ri.evalr('Sys.getenv("R_DEFAULT_PACKAGES")')[0]),
+    }}))
+""")
+
+
+def probe(env: dict[str, str] | None = None) -> dict[str, Any]:
+    run = subprocess.run([sys.executable, "-c", START_PROBE.format(root=str(ROOT))], capture_output=True, text=True,
+                         env={**os.environ, **(env or {})}, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_r_starts_without_a_subprocess_with_stats_and_utils_only() -> None:
+    # GIVEN a new process WHEN rsession starts R
+    seen = probe()
+    # THEN no Rscript ran, only stats and utils are attached, the JIT is off
+    assert seen["spawned"] == []
+    assert seen["search"] == [".GlobalEnv", "package:stats", "package:utils", "Autoloads", "package:base"]
+    assert seen["jit"] == 0
+    # and children inherit the environment as it was (no R start-up settings leak into an Rscript)
+    assert seen["env_after"] == seen["env_before"]
+    assert seen["r_default_packages_in_r"] == ""
+
+
+def test_the_environment_chooses_r_start_up_settings() -> None:
+    # GIVEN R_DEFAULT_PACKAGES and R_ENABLE_JIT set by whoever runs us
+    seen = probe({"R_DEFAULT_PACKAGES": "datasets,utils,grDevices,graphics,stats,methods", "R_ENABLE_JIT": "3"})
+    # THEN they win
+    assert "package:methods" in seen["search"] and "package:graphics" in seen["search"]
+    assert seen["jit"] == 3
+    assert seen["spawned"] == []
+
+
+def test_library_path_is_what_debians_r_front_end_sets() -> None:
+    # GIVEN the machine's R WHEN its own front end answers what rpy2 would ask it at import
+    home = subprocess.run(["R", "RHOME"], capture_output=True, text=True, check=True).stdout.strip()
+    env = {k: v for k, v in os.environ.items() if k not in ("R_LD_LIBRARY_PATH", "LD_LIBRARY_PATH")}
+    front = subprocess.run([f"{home}/bin/Rscript", "-e", 'cat(Sys.getenv("LD_LIBRARY_PATH"))'],
+                           capture_output=True, text=True, check=True, env=env).stdout.strip().split(":")
+    ours = rsession._ld_library_path(home).split(":")
+    # THEN ours is what it starts with (Debian adds Java's library folder after it)
+    assert ours and front[: len(ours)] == ours
+    assert ours[0] == f"{home}/lib"
+
+
+def test_library_path_of_a_bundled_r_is_relative_to_its_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN an R_HOME laid out as the zip's (scripts/package.sh writes this ldpaths)
+    home = tmp_path / "task" / "R"
+    (home / "etc").mkdir(parents=True)
+    (home / "etc" / "ldpaths").write_text(": ${R_LD_LIBRARY_PATH=${R_HOME}/lib:${R_HOME}/../lib}\n"
+                                          "export LD_LIBRARY_PATH\n")
+    monkeypatch.delenv("R_LD_LIBRARY_PATH", raising=False)
+    # THEN the path is read from it, with R_HOME filled in
+    assert rsession._ld_library_path(str(home)) == f"{home}/lib:{home}/../lib"
+    # and without an ldpaths file, R_HOME/lib
+    assert rsession._ld_library_path(str(tmp_path)) == f"{tmp_path}/lib"
+
+
+def test_served_answers_equal_r_with_its_usual_packages(model_path: Path, make_app: Any) -> None:
+    """R started with stats and utils only answers as an Rscript with R's default packages."""
+    # GIVEN the handler's R (started by rsession) and rows covering every rank
+    app = make_app()
+    rows = [{"gre": g, "gpa": p, "rank": r} for g, p, r in ((800, 4, 1), (300, 2.1, 4), (560, 3.3, 2), (640, 3.9, 3))]
+    served = [row["probability"] for row in app.score({"instances": rows})["predictions"]]
+    # WHEN R itself, with its default packages, predicts them
+    script = (f'fit <- readRDS("{model_path}"); '
+              'd <- data.frame(gre = c(800, 300, 560, 640), gpa = c(4, 2.1, 3.3, 3.9), '
+              'rank = factor(c(1, 4, 2, 3), levels = 1:4)); '
+              'cat(sprintf("%.17g", predict(fit, newdata = d, type = "response")), sep = "\\n")')
+    expected = [float(x) for x in subprocess.run(["Rscript", "-e", script], capture_output=True, text=True,
+                                                  check=True).stdout.split()]
+    # THEN the numbers are the same
+    assert served == pytest.approx(expected, abs=1e-12, rel=0)
