@@ -21,6 +21,9 @@
 # Every cache entry is built under a temporary name and renamed when whole:
 # a failed step leaves nothing half-filled, and says which step failed.
 set -euo pipefail
+# The whole script is one block, read before it runs: editing the file while
+# a build is under way cannot change what that build does next.
+{
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -65,6 +68,7 @@ fi
 mkdir -p "$CACHE"
 
 # Run a command inside the build root (bubblewrap: no mounts to clean up).
+# shellcheck disable=SC2317 # called through run_logged
 in_root() { # ROOTFS [EXTRA-BWRAP-ARGS... --] CMD...
   local rootfs=$1; shift
   local extra=()
@@ -75,28 +79,6 @@ in_root() { # ROOTFS [EXTRA-BWRAP-ARGS... --] CMD...
     env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
     DEBIAN_FRONTEND=noninteractive "$@"
 }
-
-# ---------------------------------------------------------------------------
-# The build root: debootstrap + the build tools, once per suite.
-STEP="build root ($R_BUILD_SUITE)"
-ROOTFS=$CACHE/root-$R_BUILD_SUITE
-if [ ! -e "$ROOTFS/.rlambda-ready" ]; then
-  tmp=$CACHE/root-$R_BUILD_SUITE.tmp
-  rm -rf "$tmp"
-  say "debootstrap --variant=minbase $R_BUILD_SUITE from $R_BUILD_MIRROR"
-  run_logged "$CACHE/root-$R_BUILD_SUITE.log" debootstrap --variant=minbase "$R_BUILD_SUITE" "$tmp" "$R_BUILD_MIRROR" \
-    || die "debootstrap failed (mirror $R_BUILD_MIRROR reachable? log: $CACHE/root-$R_BUILD_SUITE.log)"
-  STEP="build tools in the root"
-  say "apt-get install $BUILD_DEPS"
-  # shellcheck disable=SC2086 # a word list
-  run_logged "$CACHE/root-$R_BUILD_SUITE.apt.log" in_root "$tmp" -- sh -c \
-    "apt-get -o APT::Sandbox::User=root update && apt-get -o APT::Sandbox::User=root install -y --no-install-recommends $BUILD_DEPS && apt-get clean" \
-    || die "apt-get in the $R_BUILD_SUITE root failed (log: $CACHE/root-$R_BUILD_SUITE.apt.log)"
-  touch "$tmp/.rlambda-ready"
-  rm -rf "$ROOTFS"
-  mv "$tmp" "$ROOTFS"
-fi
-say "build root: $ROOTFS (glibc $(basename "$(readlink -f "$ROOTFS/lib/x86_64-linux-gnu/libc.so.6")" 2>/dev/null || echo '?'))"
 
 # ---------------------------------------------------------------------------
 # Debian source packages through a private apt configuration: the machine's own
@@ -154,6 +136,28 @@ STEP="R $R_VERSION source"
 R_TAR=$(fetch_orig r-base "$R_VERSION")
 R_SHA=$(sha256sum "$R_TAR" | cut -d' ' -f1)
 R_KEY=$(printf '%s\n' "$RECIPE" "$R_SHA" "$R_CONFIGURE_FLAGS" "$R_BUILD_SUITE" | sha256sum | cut -c1-12)
+# ---------------------------------------------------------------------------
+# The build root: debootstrap + the build tools, once per suite.
+STEP="build root ($R_BUILD_SUITE)"
+ROOTFS=$CACHE/root-$R_BUILD_SUITE
+if [ ! -e "$ROOTFS/.rlambda-ready" ]; then
+  tmp=$CACHE/root-$R_BUILD_SUITE.tmp
+  rm -rf "$tmp"
+  say "debootstrap --variant=minbase $R_BUILD_SUITE from $R_BUILD_MIRROR"
+  run_logged "$CACHE/root-$R_BUILD_SUITE.log" debootstrap --variant=minbase "$R_BUILD_SUITE" "$tmp" "$R_BUILD_MIRROR" \
+    || die "debootstrap failed (mirror $R_BUILD_MIRROR reachable? log: $CACHE/root-$R_BUILD_SUITE.log)"
+  STEP="build tools in the root"
+  say "apt-get install $BUILD_DEPS"
+  # shellcheck disable=SC2086 # a word list
+  run_logged "$CACHE/root-$R_BUILD_SUITE.apt.log" in_root "$tmp" -- sh -c \
+    "apt-get -o APT::Sandbox::User=root update && apt-get -o APT::Sandbox::User=root install -y --no-install-recommends $BUILD_DEPS && apt-get clean" \
+    || die "apt-get in the $R_BUILD_SUITE root failed (log: $CACHE/root-$R_BUILD_SUITE.apt.log)"
+  touch "$tmp/.rlambda-ready"
+  rm -rf "$ROOTFS"
+  mv "$tmp" "$ROOTFS"
+fi
+say "build root: $ROOTFS (glibc $(basename "$(readlink -f "$ROOTFS/lib/x86_64-linux-gnu/libc.so.6")" 2>/dev/null || echo '?'))"
+
 R_CACHE=$CACHE/R-$R_VERSION-$R_KEY
 if [ ! -e "$R_CACHE/R/lib/libR.so" ]; then
   STEP="R $R_VERSION build"
@@ -247,3 +251,5 @@ done
 printf 'root %s\n' "$ROOTFS"
 for line in "${RPKG_LINES[@]}"; do printf '%s\n' "$line"; done
 printf '%s\n' "$R_CACHE/R"
+exit 0
+}

@@ -26,6 +26,9 @@
 # for another Python, a size limit) stops the build with a one-line reason and
 # leaves no zip.
 set -euo pipefail
+# The whole script is one block, read before it runs: editing the file while
+# a build is under way cannot change what that build does next.
+{
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -235,24 +238,24 @@ step "Python packages for CPython $PYVER: rpy2 $RPY2_VERSION (ABI mode) and cffi
 # brings _cffi_backend. Both wheels are cached under build/cache/wheels.
 WHEELS=$CACHE/wheels
 mkdir -p "$WHEELS"
-rpy2_whl=$(ls "$WHEELS"/rpy2-"$RPY2_VERSION"-py3-none-any.whl 2>/dev/null | head -1 || true)
+rpy2_whl=$(find "$WHEELS" -maxdepth 1 -name "rpy2-$RPY2_VERSION-py3-none-any.whl" | head -1)
 if [ -z "$rpy2_whl" ]; then
   tmpw=$(mktemp -d "$WHEELS/.rpy2.XXXXXX")
   info "pip wheel rpy2==$RPY2_VERSION with RPY2_CFFI_MODE=ABI"
   RPY2_CFFI_MODE=ABI "$HOSTPY" -m pip wheel -q --no-cache-dir --no-deps --no-binary rpy2 -w "$tmpw" "rpy2==$RPY2_VERSION" >"$tmpw/log" 2>&1 \
     || { tail -5 "$tmpw/log" >&2; rm -rf "$tmpw"; die "building rpy2 $RPY2_VERSION in ABI mode failed"; }
-  rpy2_whl=$(ls "$tmpw"/rpy2-*-py3-none-any.whl 2>/dev/null | head -1 || true)
+  rpy2_whl=$(find "$tmpw" -maxdepth 1 -name 'rpy2-*-py3-none-any.whl' | head -1)
   [ -n "$rpy2_whl" ] || { rm -rf "$tmpw"; die "rpy2's ABI-mode build gave no pure-Python wheel"; }
   mv "$rpy2_whl" "$WHEELS/"
   rpy2_whl=$WHEELS/${rpy2_whl##*/}
   rm -rf "$tmpw"
 fi
-cffi_whl=$(ls "$WHEELS"/cffi-"$CFFI_VERSION"-cp"$PYTAG"-cp"$PYTAG"-manylinux*x86_64*.whl 2>/dev/null | head -1 || true)
+cffi_whl=$(find "$WHEELS" -maxdepth 1 -name "cffi-$CFFI_VERSION-cp$PYTAG-cp$PYTAG-manylinux*x86_64*.whl" | head -1)
 if [ -z "$cffi_whl" ]; then
   info "pip download cffi==$CFFI_VERSION for cp$PYTAG manylinux2014_x86_64"
   "$HOSTPY" -m pip download -q --no-deps --only-binary=:all: --platform manylinux2014_x86_64 --implementation cp \
     --python-version "$PYVER" -d "$WHEELS" "cffi==$CFFI_VERSION" >/dev/null 2>&1 || die "pip download of cffi $CFFI_VERSION for CPython $PYVER failed"
-  cffi_whl=$(ls "$WHEELS"/cffi-"$CFFI_VERSION"-cp"$PYTAG"-cp"$PYTAG"-manylinux*x86_64*.whl 2>/dev/null | head -1 || true)
+  cffi_whl=$(find "$WHEELS" -maxdepth 1 -name "cffi-$CFFI_VERSION-cp$PYTAG-cp$PYTAG-manylinux*x86_64*.whl" | head -1)
   [ -n "$cffi_whl" ] || die "no manylinux cffi $CFFI_VERSION wheel for CPython $PYVER"
 fi
 # What the handler imports, checked with sys.modules after real requests:
@@ -393,3 +396,5 @@ mv "$REPORT.part" "$REPORT"
 mv "$ZIP_TMP" "$OUT_ABS"
 info "figures written to ${REPORT#"$ROOT"/}"
 info "built for python$PYVER, R $R_VERSION, rpy2 $RPY2_VERSION (ABI), GLIBC floor $GLIBC_FLOOR, GLIBCXX floor $GLIBCXX_FLOOR, in $(( $(date +%s) - T0 )) s"
+exit 0
+}

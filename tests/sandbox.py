@@ -125,7 +125,8 @@ class Run:
 
 def package_sources() -> list[Path]:
     """Everything the zip is made from, for the staleness check."""
-    files = [ROOT / "scripts" / "package.sh", ROOT / "handler.py", ROOT / "test_handler.py", ROOT / "requirements.txt"]
+    files = [ROOT / "scripts" / name for name in ("package.sh", "build_r.sh", "elf_check.py", "r-sources.sha256")]
+    files += [ROOT / "handler.py", ROOT / "test_handler.py", ROOT / "requirements.txt"]
     files += [p for p in (ROOT / "rlambda").rglob("*") if p.suffix in (".py", ".R") and "__pycache__" not in p.parts]
     return [p for p in files if p.exists()]
 
@@ -140,6 +141,9 @@ def package_is_stale() -> bool:
 def ensure_package(log: Any = None) -> Path:
     """build/admission.zip, (re)built by scripts/package.sh when stale.
 
+    The first build on a machine also builds R (scripts/build_r.sh, several
+    minutes); later ones reuse build/cache and take seconds.
+
     Concurrent callers share build/: one builds under a lock, the others wait.
     A failed build raises CalledProcessError with the script's output.
     """
@@ -150,7 +154,7 @@ def ensure_package(log: Any = None) -> Path:
             if log:
                 log("building build/admission.zip (scripts/package.sh)")
             subprocess.run(["bash", str(ROOT / "scripts" / "package.sh")], cwd=ROOT, check=True,
-                           capture_output=True, text=True, timeout=900)
+                           capture_output=True, text=True, timeout=3600)  # R from nothing: ~10 min
     return PACKAGE_ZIP
 
 

@@ -52,7 +52,7 @@ def build(*args: str, env: dict[str, str] | None = None, check: bool = True) -> 
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=3600,
         env={**os.environ, **(env or {})},
     )
     if check and proc.returncode != 0:
