@@ -220,6 +220,38 @@ def test_size_limits_fail_clearly_and_write_no_zip(package_zip: Path, tmp_path: 
     assert not out.exists()
 
 
+def test_build_scripts_are_shellcheck_clean() -> None:
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    proc = subprocess.run(["shellcheck", "--severity=style", str(SCRIPT), str(ROOT / "scripts" / "build_r.sh")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_an_unreachable_mirror_fails_naming_the_step_and_leaves_nothing(tmp_path: Path) -> None:
+    cache, out = tmp_path / "cache", tmp_path / "x.zip"
+    proc = build("--out", str(out), env={"R_BUILD_CACHE": str(cache), "R_BUILD_MIRROR": "http://127.0.0.1:9/debian"},
+                 check=False)
+    assert proc.returncode != 0
+    assert 'build_r.sh: FAILED at step "source index (trixie)": apt-get update' in proc.stderr, proc.stderr[-1500:]
+    assert "package.sh: FAILED at step [1] R built for an old glibc" in proc.stderr
+    assert not out.exists()
+    assert not [p.name for p in cache.iterdir() if p.name.startswith(("R-", "root-", "rpkg-", "."))]
+
+
+def test_a_source_tarball_that_is_not_the_pinned_one_is_refused(tmp_path: Path) -> None:
+    """A tampered (or silently changed) R source never reaches the build: its sha256 must be the pinned one."""
+    cache = tmp_path / "cache"
+    (cache / "src").mkdir(parents=True)
+    (cache / "src" / "r-base_4.5.0.orig.tar.gz").write_bytes(b"not R")
+    proc = build("--out", str(tmp_path / "x.zip"), env={"R_BUILD_CACHE": str(cache)}, check=False)
+    assert proc.returncode != 0
+    assert 'FAILED at step "R 4.5.0 source": r-base_4.5.0.orig.tar.gz has sha256' in proc.stderr, proc.stderr[-1500:]
+    assert "is pinned (file removed)" in proc.stderr
+    assert not (cache / "src" / "r-base_4.5.0.orig.tar.gz").exists() and not (tmp_path / "x.zip").exists()
+    assert not [p.name for p in cache.iterdir() if p.name.startswith(("R-", "root-"))]
+
+
 def test_python_option_refuses_a_runtime_lambda_zip_cannot_serve() -> None:
     proc = build("--python", "3.11", check=False)
     assert proc.returncode == 2 and "python3.12 and python3.13" in proc.stderr, proc.stderr
