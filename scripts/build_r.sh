@@ -90,11 +90,16 @@ APT_OPTS=(-o "Dir::Etc::sourcelist=$APTSRC/sources.list" -o "Dir::Etc::sourcepar
   -o "Dir::State::status=$APTSRC/status" -o "APT::Sandbox::User=root" -o "Debug::NoLocking=1")
 source_index() {
   [ -e "$APTSRC/lists/.ready" ] && return 0
+  local STEP="source index ($R_SOURCE_SUITE)"
   mkdir -p "$APTSRC/lists/partial" "$APTSRC/cache/archives/partial"
   : >"$APTSRC/status"
   echo "deb-src $R_BUILD_MIRROR $R_SOURCE_SUITE main" >"$APTSRC/sources.list"
   say "apt-get update ($R_SOURCE_SUITE sources from $R_BUILD_MIRROR)"
-  run_logged "$APTSRC/update.log" apt-get "${APT_OPTS[@]}" update || die "apt-get update of $R_SOURCE_SUITE sources failed (log: $APTSRC/update.log)"
+  # --error-on=any: an unreachable mirror is an error, not a warning.
+  if ! run_logged "$APTSRC/update.log" apt-get "${APT_OPTS[@]}" --error-on=any update \
+    || ! compgen -G "$APTSRC/lists/*Sources*" >/dev/null; then
+    die "apt-get update of $R_SOURCE_SUITE sources from $R_BUILD_MIRROR failed (log: $APTSRC/update.log)"
+  fi
   touch "$APTSRC/lists/.ready"
 }
 
