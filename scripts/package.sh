@@ -253,10 +253,15 @@ fi
 cffi_whl=$(find "$WHEELS" -maxdepth 1 -name "cffi-$CFFI_VERSION-cp$PYTAG-cp$PYTAG-manylinux*x86_64*.whl" | head -1)
 if [ -z "$cffi_whl" ]; then
   info "pip download cffi==$CFFI_VERSION for cp$PYTAG manylinux2014_x86_64"
+  tmpw=$(mktemp -d "$WHEELS/.cffi.XXXXXX")
   "$HOSTPY" -m pip download -q --no-deps --only-binary=:all: --platform manylinux2014_x86_64 --implementation cp \
-    --python-version "$PYVER" -d "$WHEELS" "cffi==$CFFI_VERSION" >/dev/null 2>&1 || die "pip download of cffi $CFFI_VERSION for CPython $PYVER failed"
-  cffi_whl=$(find "$WHEELS" -maxdepth 1 -name "cffi-$CFFI_VERSION-cp$PYTAG-cp$PYTAG-manylinux*x86_64*.whl" | head -1)
-  [ -n "$cffi_whl" ] || die "no manylinux cffi $CFFI_VERSION wheel for CPython $PYVER"
+    --python-version "$PYVER" -d "$tmpw" "cffi==$CFFI_VERSION" >/dev/null 2>&1 \
+    || { rm -rf "$tmpw"; die "pip download of cffi $CFFI_VERSION for CPython $PYVER failed"; }
+  cffi_whl=$(find "$tmpw" -maxdepth 1 -name "cffi-$CFFI_VERSION-cp$PYTAG-cp$PYTAG-manylinux*x86_64*.whl" | head -1)
+  [ -n "$cffi_whl" ] || { rm -rf "$tmpw"; die "no manylinux cffi $CFFI_VERSION wheel for CPython $PYVER"; }
+  mv "$cffi_whl" "$WHEELS/"
+  cffi_whl=$WHEELS/${cffi_whl##*/}
+  rm -rf "$tmpw"
 fi
 # What the handler imports, checked with sys.modules after real requests:
 # rpy2 (situation, rinterface, rinterface_lib) and _rinterface_cffi_abi, which
