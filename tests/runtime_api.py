@@ -134,8 +134,17 @@ def start() -> RuntimeAPI:
                 api.done.notify_all()
             self._reply(202, b'{"status":"OK"}', {"Content-Type": "application/json"})
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            # A runtime killed while it long-polls /next drops its connection: expected, not news.
+            import sys
+
+            if not isinstance(sys.exc_info()[1], (ConnectionError, BrokenPipeError)):
+                super().handle_error(request, client_address)
+
+    server = Server(("127.0.0.1", 0), Handler)
     api = RuntimeAPI(server)
     threading.Thread(target=server.serve_forever, name="runtime-api", daemon=True).start()
     return api
