@@ -226,9 +226,11 @@ for pkgdir in "$STAGE"/R/library/*/; do
   rm -rf "$pkgdir"{help,html,doc,demo,tests,po,include,NEWS,NEWS.md,NEWS.Rd,CITATION,INDEX,README,README.md}
   rm -f "$pkgdir"Meta/{Rd,hsearch,links,demo,vignette}.rds
 done
-rm -rf "$STAGE/R/library/grDevices/"{afm,enc,icc}
+# grDevices/fonts (R >= 4.5: Roboto, Montserrat... for the graphics devices'
+# text) likewise: no device opens in a function that returns JSON.
+rm -rf "$STAGE/R/library/grDevices/"{afm,enc,icc,fonts}
 rm -f "$STAGE/R/library/grDevices/libs/cairo.so"
-info "removed help, html, doc, demo, tests, po, include, NEWS, CITATION, INDEX; grDevices afm/enc/icc"
+info "removed help, html, doc, demo, tests, po, include, NEWS, CITATION, INDEX; grDevices afm/enc/icc/fonts"
 
 # ---------------------------------------------------------------------------
 step "Python packages for CPython $PYVER: rpy2 $RPY2_VERSION (ABI mode) and cffi's backend"
