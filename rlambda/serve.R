@@ -791,7 +791,7 @@ rl_worst <- function(got, want) {
 # what /metadata reports.
 rl_check <- function(fit, proto, out, scorer) {
   if (!all(proto$types %in% c("numeric", "integer", "logical", "factor", "character"))) {
-    return(list(rows = 0L, max_rel_diff = NA_real_, reference = out$call, passed = FALSE))
+    return(list(rows = 0L, max_rel_diff = NA_real_, classes_compared = 0L, reference = out$call, passed = FALSE))
   }
   probe <- rl_probe(fit, proto)
   n <- probe$n
