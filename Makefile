@@ -63,6 +63,7 @@ bench: setup
 	$(PY) bench/bench_http.py
 	$(PY) bench/bench_package.py
 	$(PY) bench/bench_batch.py
+	$(PY) bench/bench_check.py
 
 # Bad input, faults, fuzzing and a soak run; rewrites RELIABILITY.md (about 4 minutes).
 reliability: setup

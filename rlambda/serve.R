@@ -414,15 +414,18 @@ rl_class_output <- function(prob, classes, pick) {
   cbind(unname(prob), as.double(pick))
 }
 
-rl_as_matrix <- function(prob, classes) {
-  # predict() drops a one-row matrix to a named vector, and two-class models
-  # (multinom) give P(second class) alone.
-  if (!is.matrix(prob)) {
-    prob <- if (length(classes) == 2L && is.null(names(prob))) cbind(1 - prob, prob)
-            else matrix(prob, nrow = 1L, dimnames = list(NULL, names(prob)))
-    if (is.null(colnames(prob))) colnames(prob) <- classes
+rl_as_matrix <- function(prob, classes, n) {
+  if (is.matrix(prob) || is.data.frame(prob)) return(as.matrix(prob))
+  # predict() drops a one-row matrix to a vector named by class, and
+  # two-class models (multinom) give P(second class) alone, one per row.
+  if (n == 1L && length(prob) == length(classes) && length(classes) > 1L) {
+    return(matrix(prob, nrow = 1L, dimnames = list(NULL, names(prob) %||% classes)))
   }
-  as.matrix(prob)
+  if (length(classes) == 2L && length(prob) == n) {
+    return(matrix(c(1 - prob, prob), ncol = 2L, dimnames = list(NULL, classes)))
+  }
+  rl_refuse("[unsupported] predict returned ", length(prob), " probabilities for ", n, " row(s) and ",
+            length(classes), " classes")
 }
 
 rl_kind_of <- function(classes) if (length(classes) == 2L) "binary" else "multiclass"
@@ -453,7 +456,7 @@ rl_outputs_rpart <- function(fit) {
     classes <- as.character(attr(fit, "ylevels"))
     return(list(kind = rl_kind_of(classes), classes = classes,
       predict = function(newdata) {
-        prob <- rl_as_matrix(predict(fit, newdata = newdata, type = "prob"), classes)
+        prob <- rl_as_matrix(predict(fit, newdata = newdata, type = "prob"), classes, nrow(newdata))
         colnames(prob) <- classes
         # rpart's class weighs a loss matrix: its own choice, not the largest probability
         pick <- as.integer(predict(fit, newdata = newdata, type = "class"))
@@ -476,7 +479,7 @@ rl_outputs_probs <- function(fit, type) {
   classes <- as.character(fit$lev)
   list(kind = rl_kind_of(classes), classes = classes,
     predict = function(newdata) {
-      prob <- rl_as_matrix(predict(fit, newdata = newdata, type = type), classes)
+      prob <- rl_as_matrix(predict(fit, newdata = newdata, type = type), classes, nrow(newdata))
       if (is.null(colnames(prob)) || !all(classes %in% colnames(prob))) colnames(prob) <- classes
       rl_class_output(prob, classes, max.col(prob[, classes, drop = FALSE], ties.method = "first"))
     },
@@ -537,7 +540,7 @@ rl_outputs_declared <- function(fit) {
     regression = function(newdata) as.double(own(newdata)),
     label = function(newdata) as.double(match(as.character(own(newdata)), classes)),
     function(newdata) {
-      prob <- rl_as_matrix(own(newdata), classes)
+      prob <- rl_as_matrix(own(newdata), classes, nrow(newdata))
       rl_class_output(prob, classes, max.col(prob[, classes, drop = FALSE], ties.method = "first"))
     })
   list(kind = kind, classes = classes, predict = served, call = "the bundle's declared predict",
@@ -582,7 +585,7 @@ rl_outputs_ranger <- function(fit) {
   classes <- as.character(fit$forest$levels)
   if (tt == "Probability estimation") {
     return(list(kind = rl_kind_of(classes), classes = classes, predict = function(newdata) {
-      prob <- rl_as_matrix(own(newdata), classes)
+      prob <- rl_as_matrix(own(newdata), classes, nrow(newdata))
       rl_class_output(prob, classes, max.col(prob[, classes, drop = FALSE], ties.method = "first"))
     }, reference = function(newdata) list(prob = predict(fit, newdata, num.threads = 1L)$predictions)))
   }
@@ -788,7 +791,7 @@ rl_worst <- function(got, want) {
 # what /metadata reports.
 rl_check <- function(fit, proto, out, scorer) {
   if (!all(proto$types %in% c("numeric", "integer", "logical", "factor", "character"))) {
-    return(list(rows = 0L, max_rel_diff = NA_real_, reference = out$call, passed = FALSE))
+    return(list(rows = 0L, max_rel_diff = NA_real_, classes_compared = 0L, reference = out$call, passed = FALSE))
   }
   probe <- rl_probe(fit, proto)
   n <- probe$n
@@ -818,7 +821,10 @@ rl_check <- function(fit, proto, out, scorer) {
     if (!identical(as.double(got)[clear], r_class[clear])) mismatch("a class")
     classes_compared <- length(clear)
   } else {
-    prob <- as.matrix(want$prob)
+    prob <- want$prob
+    # R's natural shape for two classes may be P(second class) alone (multinom)
+    if (is.null(dim(prob)) && k == 2L && length(prob) == n) prob <- unname(cbind(1 - prob, prob))
+    prob <- as.matrix(prob)
     if (!is.null(colnames(prob))) {
       if (!all(out$classes %in% colnames(prob))) mismatch("the classes")
       prob <- prob[, out$classes, drop = FALSE]

@@ -37,6 +37,7 @@ CASES = {
     "rpart_class": "multiclass",
     "rpart_binary": "binary",
     "multinom": "multiclass",
+    "multinom_binary": "binary",
     "polr": "multiclass",
     "lda": "multiclass",
     "qda": "multiclass",
@@ -102,6 +103,7 @@ if (inherits(fit, "train")) {
   } else v <- one(predict(fit, nd, type = "vector"))
 } else if (inherits(fit, c("multinom", "polr"))) {
   v <- predict(fit, nd, type = "probs")
+  if (!is.matrix(v)) v <- one(v)  # two classes: P(second class) alone
   cls <- as.character(predict(fit, nd, type = "class"))
 } else if (inherits(fit, c("lda", "qda"))) {
   p <- predict(fit, nd)
