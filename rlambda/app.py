@@ -27,7 +27,7 @@ from .errors import (
     Problem,
     UnsupportedMediaType,
 )
-from .events import Request, Response, adapter_for
+from .events import Request, Response, RestApiAdapter, adapter_for
 from .model import Model, ModelLoadError, ModelUnsupported
 from .settings import Settings
 from .store import Location, ModelFile, Store
@@ -333,6 +333,17 @@ class App:
             )
         logs.unbind(token)
         return adapter.render(response, error)
+
+    def refuse(self, error: HTTPError, request_id: str, origin: str | None = None) -> dict[str, Any]:
+        """The REST proxy answer, CORS included, for an error a server finds before there is an event.
+
+        The local server's own 400 (malformed HTTP), 408, 413, 431 and 503
+        are rendered here so they are the same documents the handler gives.
+        """
+        request = Request("-", "-", "http", headers={"origin": origin} if origin else {})
+        response = Response(error.status, error.body(request_id), dict(error.headers))
+        self._cors(request, response)
+        return RestApiAdapter().render(response, error)
 
     def route(self, request: Request) -> Response:
         """Dispatch by path and method; 404, 405 and preflight answered here."""

@@ -240,7 +240,7 @@ def test_keep_alive_pipelining_and_http10(server: LocalServer) -> None:
     assert out.index(b'"probability"') < out.index(b'"status":"ok"')
     # HTTP/1.0 without keep-alive: one answer, then the server closes.
     out = raw_exchange(server, b"GET /ping HTTP/1.0\r\n\r\n")
-    assert out.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in out
+    assert out.startswith(b"HTTP/1.1 200 OK") and b"connection: close" in out.lower()
 
 
 def test_chunked_body_and_expect_continue(server: LocalServer) -> None:
