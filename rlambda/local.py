@@ -681,4 +681,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # uvicorn imports the app as rlambda.local: run that module's main too,
+    # so the protocol and the app share one copy of the worker's state.
+    from rlambda import local
+
+    sys.exit(local.main())
