@@ -582,24 +582,45 @@ def _warm(handler: Handler) -> str:
 def _bind(host: str, port: int) -> socket.socket:
     """A listening socket; OSError (port in use, bad host) propagates."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    family, kind, proto, _, address = infos[0]
+    # proto must say TCP: asyncio sets TCP_NODELAY only on sockets that do,
+    # and without it a header and a body written apart wait for the client's
+    # delayed ACK (40 ms an answer).
+    sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
     try:
         # SO_REUSEADDR lets a restart bind while old connections linger in
         # TIME_WAIT; it does not let two servers share a port on Linux.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
-        sock.listen(1024)
+        sock.listen(LISTEN_BACKLOG)
     except BaseException:
         sock.close()
         raise
     return sock
 
 
+LISTEN_BACKLOG = 1024
+
+
 def _serve(sock: socket.socket, workers: int, max_connections: int) -> None:
     """Run uvicorn on ``sock``: in this process, or in ``workers`` supervised processes."""
     from uvicorn import Config, Server
     from uvicorn.supervisors import Multiprocess
+
+    class Supervisor(Multiprocess):
+        """uvicorn's supervisor, keeping the shared socket's accept queue long.
+
+        Each worker accepts one connection per wake-up (``backlog=1`` below:
+        asyncio accepts up to ``backlog`` connections per wake-up), so a burst
+        of connections is spread over the workers instead of all landing on
+        the first to wake. asyncio also passes that number to listen(2) when
+        a worker starts, which would shorten the kernel's queue for everyone:
+        the supervisor puts it back on every round of its health check.
+        """
+
+        def keep_subprocess_alive(self) -> None:
+            super().keep_subprocess_alive()
+            sock.listen(LISTEN_BACKLOG)
 
     config = Config(
         "rlambda.local:Gateway.from_env",
@@ -616,12 +637,12 @@ def _serve(sock: socket.socket, workers: int, max_connections: int) -> None:
         limit_concurrency=max_connections,
         timeout_keep_alive=5,
         timeout_graceful_shutdown=5,
-        backlog=1024,
+        backlog=LISTEN_BACKLOG if workers == 1 else 1,
     )
     if workers == 1:
         Server(config).run(sockets=[sock])
     else:
-        Multiprocess(config, sockets=[sock]).run()
+        Supervisor(config, sockets=[sock]).run()
 
 
 def _port(text: str) -> int:
