@@ -368,6 +368,41 @@ class Gateway:
         await send({"type": "http.response.body", "body": data})
 
 
+class _OneWrite:
+    """The transport as one answer sees it: its head and body leave in one send(2).
+
+    uvicorn writes an answer's head and body separately; on loopback each
+    send(2) costs about as much as scoring a row. Once the answer has
+    started, writes are held until it is complete (``flush``: when uvicorn
+    reports the answer done, or closes); ``100 Continue`` goes out at once.
+    """
+
+    def __init__(self, transport: Any, cycle: Any) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if self._cycle.response_started:
+            self._parts.append(data)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        if self._parts:
+            data = b"".join(self._parts)
+            self._parts.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class _Refused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -494,6 +529,16 @@ class Protocol(HttpToolsProtocol):
         )
         self.app = _busy if busy else self._app
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.transport is self.transport:
+            shim = cycle.transport = _OneWrite(self.transport, cycle)
+            done = cycle.on_response
+
+            def flush_then_done() -> None:
+                shim.flush()
+                done()
+
+            cycle.on_response = flush_then_done
 
     def on_body(self, body: bytes) -> None:
         self._unparsed = 0

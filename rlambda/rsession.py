@@ -332,7 +332,10 @@ class RModel:
     def __init__(self, path: str | os.PathLike[str], check: bool = True) -> None:
         start()
         self._scorer: Any = None
-        with lock():
+        # kept: __del__ may run while the interpreter shuts down, when
+        # lock()'s import no longer works
+        self._lock = lock()
+        with self._lock:
             loaded = None
             try:
                 # check=False skips the comparison with R's own predict (benchmarks only)
@@ -383,7 +386,7 @@ class RModel:
         # the scorer (an R closure holding the fitted object) is let go
         # under the lock, wherever that happens.
         if getattr(self, "_scorer", None) is not None:
-            with lock():
+            with self._lock:
                 self._scorer = None
 
 
