@@ -8,11 +8,11 @@ its ``config.json``) are served here, as S3 would serve them; everything
 else, unknown paths included, goes to the handler.
 
 HTTP itself is uvicorn's with httptools (llhttp, Node's parser): this module
-is an ASGI app plus a small subclass of uvicorn's protocol that adds what
-uvicorn leaves to the application (a deadline for the request head, head,
-trailer and body size limits) and makes every answer the server gives on its
-own (400 for malformed HTTP, 408, 413, 431, 503) an error document with CORS
-headers. The handler runs inline on the event loop: R is single-threaded
+is an ASGI app; rlambda.connection is the small subclass of uvicorn's
+protocol that adds what uvicorn leaves to the application (a deadline for
+the request head; head, trailer and body size limits) and makes every answer
+the server gives on its own (400 for malformed HTTP, 408, 413, 431, 503) an
+error document with CORS headers, rendered here by the handler's app. The handler runs inline on the event loop: R is single-threaded
 anyway, and so only the loop's thread ever touches it. ``--workers N`` runs N
 processes (uvicorn's supervisor), each with its own R, on one socket.
 
@@ -37,16 +37,12 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qsl, unquote
 
-import httptools
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from .connection import ENV_HEAD_TIMEOUT, Connection, Hooks
+from .errors import BadRequest, HeadersTooLarge, HTTPError, PayloadTooLarge, Problem, RequestTimeout, ServerBusy
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WEB = ROOT / "web"
 STAGE = "local"
-# Request line plus headers, and trailers, each at most this many bytes.
-MAX_HEAD_BYTES = 64 * 1024
-# API Gateway's payload limit; the handler applies its own, lower one.
-MAX_BODY_BYTES = 10 * 1024 * 1024
 LAMBDA_TIMEOUT_S = 30.0
 # A body must arrive within this once its head has (API Gateway's own
 # integration timeout is 29 s).
@@ -58,7 +54,6 @@ Handler = Callable[[dict[str, Any], Any], Any]
 # forked) through the environment.
 _ENV_WEB = "RLAMBDA_LOCAL_WEB"
 _ENV_QUIET = "RLAMBDA_LOCAL_QUIET"
-_ENV_HEAD_TIMEOUT = "RLAMBDA_LOCAL_HEADER_TIMEOUT"
 
 _CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -248,27 +243,18 @@ def _log(peer: str, method: str, target: str, status: int, started: float) -> No
         sys.stderr.write(f'{peer} "{method} {target}" {status} {ms:.2f}ms\n')
 
 
-def _error_answer(status: int, message: str, origin: str | None) -> tuple[int, list[tuple[bytes, bytes]], bytes, str]:
+def _error_answer(status: int, message: str, origin: str | None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """The handler's own error document (errorType, httpStatus, request_id, CORS) for an error the server finds."""
-    from .errors import BadRequest, HTTPError, PayloadTooLarge, Problem
-
-    kinds: dict[int, type[HTTPError]] = {400: BadRequest, 413: PayloadTooLarge}
-    cls = kinds.get(status) or type(_REASON_NAMES.get(status, "HTTPError"), (HTTPError,), {"status": status})
-    error = cls(message, [Problem("request", message)])
+    kinds: dict[int, type[HTTPError]] = {400: BadRequest, 408: RequestTimeout, 413: PayloadTooLarge,
+                                         431: HeadersTooLarge}
+    error = ServerBusy(message) if status == 503 else kinds[status](message, [Problem("request", message)])
     request_id = str(uuid.uuid4())
-    if _Worker.refuse is not None:
-        result = _Worker.refuse(error, request_id, origin)
-    else:  # before R is up no client is served; kept for safety
-        result = {"statusCode": status, "headers": {"Content-Type": "application/json"},
-                  "body": json.dumps(error.body(request_id))}
-    code, headers, data = render_result(result)
+    assert _Worker.refuse is not None  # no client is served before R is up
+    code, headers, data = render_result(_Worker.refuse(error, request_id, origin))
     raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
     raw += [(b"x-amzn-RequestId", request_id.encode()), (b"content-length", str(len(data)).encode()),
             (b"connection", b"close")]
-    return code, raw, data, request_id
-
-
-_REASON_NAMES = {408: "RequestTimeout", 431: "RequestHeaderFieldsTooLarge", 503: "ServiceUnavailable"}
+    return code, raw, data
 
 
 class Gateway:
@@ -322,7 +308,7 @@ class Gateway:
                         parts.append(message.get("body", b""))
             except TimeoutError:
                 origin = next((v for k, v in headers if k == "origin"), None)
-                status, raw, data, _ = _error_answer(408, f"The body did not arrive within {BODY_TIMEOUT_S:g} s.", origin)
+                status, raw, data = _error_answer(408, f"The body did not arrive within {BODY_TIMEOUT_S:g} s.", origin)
                 _log(peer, method, target, status, started)
                 await send({"type": "http.response.start", "status": status, "headers": raw})
                 await send({"type": "http.response.body", "body": data})
@@ -368,222 +354,9 @@ class Gateway:
         await send({"type": "http.response.body", "body": data})
 
 
-class _OneWrite:
-    """The transport as one answer sees it: its head and body leave in one send(2).
+Hooks.answer = staticmethod(_error_answer)
+Hooks.log = staticmethod(_log)
 
-    uvicorn writes an answer's head and body separately; on loopback each
-    send(2) costs about as much as scoring a row. Once the answer has
-    started, writes are held until it is complete (``flush``: when uvicorn
-    reports the answer done, or closes); ``100 Continue`` goes out at once.
-    """
-
-    def __init__(self, transport: Any, cycle: Any) -> None:
-        self._transport = transport
-        self._cycle = cycle
-        self._parts: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        if self._cycle.response_started:
-            self._parts.append(data)
-        else:
-            self._transport.write(data)
-
-    def flush(self) -> None:
-        if self._parts:
-            data = b"".join(self._parts)
-            self._parts.clear()
-            if not self._transport.is_closing():
-                self._transport.write(data)
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
-class _Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-class Protocol(HttpToolsProtocol):
-    """uvicorn's httptools connection, with the limits uvicorn leaves out and every answer as data."""
-
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.head_timeout = float(os.environ.get(_ENV_HEAD_TIMEOUT) or 10)
-        # uvicorn answers its concurrency limit with a plain-text 503;
-        # the limit is still config.limit_concurrency, checked below.
-        self._limit, self.limit_concurrency = self.limit_concurrency, None
-        self._app = self.app
-        self._deadline: asyncio.TimerHandle | None = None
-        self._in_head = False
-        self._head_done = False
-        self._unparsed = 0
-        self._head = self._trailer = self._body = 0
-        self._origin: str | None = None
-        self._refusal: _Refused | None = None
-
-    # -- the head deadline: uvicorn has none (its keep-alive timer stops at the first byte)
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm()
-
-    def _arm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-        self._deadline = self.loop.call_later(self.head_timeout, self._head_late)
-
-    def _head_late(self) -> None:
-        self._deadline = None
-        if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
-            return
-        if self._in_head:
-            self._answer(408, f"The request head did not arrive within {self.head_timeout:g} s.")
-        else:
-            self.transport.close()  # an idle connection: nothing to answer
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-        super().connection_lost(exc)
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm()
-
-    # -- parsing, with limits and data answers
-    def data_received(self, data: bytes) -> None:
-        self._unset_keepalive_if_required()
-        if self.parser is None:
-            return
-        # Bytes httptools holds without a callback yet (a header line
-        # that never ends): bounded like the head.
-        self._unparsed += len(data)
-        try:
-            if self._unparsed > MAX_HEAD_BYTES + 65536 and (self._in_head or self._head_done):
-                raise _Refused(431, f"A header line is longer than {MAX_HEAD_BYTES} bytes.")
-            self.parser.feed_data(data)
-        except _Refused as exc:
-            self._answer(exc.status, str(exc))
-        except httptools.HttpParserCallbackError:
-            refusal, self._refusal = self._refusal, None
-            if refusal is None:
-                raise
-            self._answer(refusal.status, str(refusal))
-        except httptools.HttpParserUpgrade:
-            self._answer(400, "Protocol upgrades are not supported.")
-        except httptools.HttpParserError as exc:
-            self._answer(400, f"The request is not valid HTTP/1.1 ({exc}).")
-
-    def _refuse(self, status: int, message: str) -> None:
-        self._refusal = _Refused(status, message)
-        raise self._refusal
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._in_head, self._head_done = True, False
-        self._unparsed = self._head = self._trailer = self._body = 0
-        self._origin = None
-
-    def on_url(self, url: bytes) -> None:
-        self._unparsed = 0
-        self._head += len(url)
-        if self._head > MAX_HEAD_BYTES:
-            self._refuse(431, f"The request line and headers are longer than {MAX_HEAD_BYTES} bytes.")
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._unparsed = 0
-        size = len(name) + len(value) + 4
-        if self._head_done:
-            # A trailer: counted, never added to the request's headers.
-            self._trailer += size
-            if self._trailer > MAX_HEAD_BYTES:
-                self._refuse(431, f"The trailers are longer than {MAX_HEAD_BYTES} bytes.")
-            return
-        self._head += size
-        if self._head > MAX_HEAD_BYTES:
-            self._refuse(431, f"The request line and headers are longer than {MAX_HEAD_BYTES} bytes.")
-        lower = name.lower()
-        if lower == b"origin":
-            self._origin = value.decode("latin-1")
-        elif lower == b"content-length" and int(value) > MAX_BODY_BYTES:
-            # llhttp has checked the digits already.
-            self._refuse(413, f"The body is {int(value)} bytes, more than the {MAX_BODY_BYTES} this server accepts.")
-        super().on_header(name, value)
-
-    def on_headers_complete(self) -> None:
-        self._unparsed = 0
-        self._in_head, self._head_done = False, True
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-        busy = self._limit is not None and (
-            len(self.connections) > self._limit or len(self.tasks) >= self._limit
-        )
-        self.app = _busy if busy else self._app
-        super().on_headers_complete()
-        cycle = self.cycle
-        if cycle is not None and cycle.transport is self.transport:
-            shim = cycle.transport = _OneWrite(self.transport, cycle)
-            done = cycle.on_response
-
-            def flush_then_done() -> None:
-                shim.flush()
-                done()
-
-            cycle.on_response = flush_then_done
-
-    def on_body(self, body: bytes) -> None:
-        self._unparsed = 0
-        self._body += len(body)
-        if self._body > MAX_BODY_BYTES:
-            self._refuse(413, f"The body is more than the {MAX_BODY_BYTES} bytes this server accepts.")
-        super().on_body(body)
-
-    def on_chunk_header(self) -> None:
-        self._unparsed = 0
-
-    def on_message_complete(self) -> None:
-        self._unparsed = 0
-        self._head_done = False
-        super().on_message_complete()
-
-    def send_400_response(self, msg: str) -> None:
-        self._answer(400, msg)
-
-    def _answer(self, status: int, message: str) -> None:
-        """An error document from the server itself, then close (the stream cannot be trusted)."""
-        if self.cycle is not None and self.cycle.response_started and not self.cycle.response_complete:
-            self.transport.close()  # an answer is half-written: closing is all that is left
-            return
-        from uvicorn.protocols.http.httptools_impl import STATUS_LINE
-
-        code, headers, data, _ = _error_answer(status, message, self._origin)
-        peer = self.client[0] if self.client else "-"
-        _log(peer, "-", "-", code, time.perf_counter())
-        out = [STATUS_LINE[code]]
-        for name, value in self.server_state.default_headers + headers:
-            out += [name, b": ", value, b"\r\n"]
-        out += [b"\r\n", data]
-        self.transport.write(b"".join(out))
-        self.transport.close()
-        if self.cycle is not None:
-            self.cycle.disconnected = True
-            self.cycle.message_event.set()
-
-async def _busy(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    # More connections than --max-connections: uvicorn's check, our answer.
-    origin = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), None)
-    status, headers, data, _ = _error_answer(503, "The server has too many connections; retry shortly.", origin)
-    await send({"type": "http.response.start", "status": status, "headers": headers + [(b"retry-after", b"1")]})
-    await send({"type": "http.response.body", "body": data})
 
 def _start_worker() -> None:
     """Start R, load the model (GET /ping) and print this worker's ready line."""
@@ -670,7 +443,7 @@ def _serve(sock: socket.socket, workers: int, max_connections: int) -> None:
     config = Config(
         "rlambda.local:Gateway.from_env",
         factory=True,
-        http=Protocol,
+        http=Connection,
         ws="none",
         lifespan="on",
         loop="asyncio",
@@ -734,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rlambda.local: no index.html in {args.web}; serving the API only", file=sys.stderr)
     os.environ[_ENV_WEB] = str(args.web.resolve())
     os.environ[_ENV_QUIET] = "1" if args.quiet else "0"
-    os.environ[_ENV_HEAD_TIMEOUT] = str(args.header_timeout)
+    os.environ[ENV_HEAD_TIMEOUT] = str(args.header_timeout)
     try:
         _serve(sock, args.workers, args.max_connections)
         code = 0
