@@ -86,9 +86,9 @@ class _Refused(Exception):
         super().__init__(message)
         self.status = status
 
+
 class Connection(HttpToolsProtocol):
     """uvicorn's httptools connection, with the limits uvicorn leaves out and every answer as data."""
-
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -259,8 +259,6 @@ class Connection(HttpToolsProtocol):
         if self.cycle is not None and self.cycle.response_started and not self.cycle.response_complete:
             self.transport.close()  # an answer is half-written: closing is all that is left
             return
-        from uvicorn.protocols.http.httptools_impl import STATUS_LINE
-
         code, headers, data = Hooks.answer(status, message, self._origin)
         peer = self.client[0] if self.client else "-"
         Hooks.log(peer, "-", "-", code, time.perf_counter())
@@ -274,9 +272,10 @@ class Connection(HttpToolsProtocol):
             self.cycle.disconnected = True
             self.cycle.message_event.set()
 
+
 async def _busy(scope: dict[str, Any], receive: Any, send: Any) -> None:
     # More connections than --max-connections: uvicorn's check, our answer.
     origin = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), None)
     status, headers, data = Hooks.answer(503, "The server has too many connections; retry shortly.", origin)
-    await send({"type": "http.response.start", "status": status, "headers": headers + [(b"retry-after", b"1")]})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
