@@ -249,7 +249,9 @@ def random_seed() -> list[int]:
             seed = _ri.globalenv[".Random.seed"]
         except KeyError:
             return []
-        return [int(v) for v in seed]
+        values = [int(v) for v in seed]
+        del seed  # released under the lock, not when this frame ends
+    return values
 
 
 def _error(exc: Exception) -> RError:
