@@ -25,7 +25,7 @@ local kinds = {
   {1, 400, 0, "POST", "/predict", json, '{"gre": 800, "gpa": 4, "rank": 9}'},
   {1, 400, 0, "POST", "/predict", json, '{"gre": 800, "gpa": '},
   {1, 400, 0, "POST", "/predict", json, '{"instances": []}'},
-  {1, 415, 0, "POST", "/predict", { ["Content-Type"] = "text/plain" }, "gre=800"},
+  {1, 415, 0, "POST", "/predict", { ["Content-Type"] = "application/xml" }, "<gre>800</gre>"},
   {1, 404, 0, "GET", "/nope", {}, nil},
   {1, 405, 0, "DELETE", "/predict", {}, nil},
 }

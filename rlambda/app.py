@@ -25,16 +25,14 @@ from .errors import (
     NotFound,
     PayloadTooLarge,
     Problem,
-    UnsupportedMediaType,
 )
-from .events import Request, Response, adapter_for
+from .events import Request, Response, RestApiAdapter, adapter_for, check_json_content_type, query_row, strip_base_path
 from .model import Model, ModelLoadError, ModelUnsupported
 from .settings import Settings
 from .store import Location, ModelFile, Store
 
 log = logging.getLogger("rlambda")
 
-_JSON_TYPES = ("application/json", "text/json")
 _ALLOW_HEADERS = "Content-Type,X-Api-Key,Authorization,X-Amz-Date,X-Amz-Security-Token"
 
 
@@ -306,6 +304,7 @@ class App:
         error: HTTPError | None = None
         try:
             request = adapter.request(event)
+            request.path = strip_base_path(request.path, self.settings.base_paths)
             response = self.route(request)
         except HTTPError as exc:
             error = exc
@@ -333,6 +332,17 @@ class App:
             )
         logs.unbind(token)
         return adapter.render(response, error)
+
+    def refuse(self, error: HTTPError, request_id: str, origin: str | None = None) -> dict[str, Any]:
+        """The REST proxy answer, CORS included, for an error a server finds before there is an event.
+
+        The local server's own 400 (malformed HTTP), 408, 413, 431 and 503
+        are rendered here so they are the same documents the handler gives.
+        """
+        request = Request("-", "-", "http", headers={"origin": origin} if origin else {})
+        response = Response(error.status, error.body(request_id), dict(error.headers))
+        self._cors(request, response)
+        return RestApiAdapter().render(response, error)
 
     def route(self, request: Request) -> Response:
         """Dispatch by path and method; 404, 405 and preflight answered here."""
@@ -410,7 +420,8 @@ class App:
 
     def predict_get(self, request: Request) -> Response:
         """GET /predict?gre=&gpa=&rank=: one row from the query string (the original API)."""
-        return Response(200, self.score(dict(request.query)))
+        fields = [p.name for p in self.model().prototype.predictors]
+        return Response(200, self.score(query_row(request.read_query(), fields)))
 
     def ping(self, request: Request) -> Response:
         """GET /ping: 200 only when R and the model are loaded."""
@@ -434,12 +445,7 @@ class App:
         )
 
     def _check_body(self, request: Request) -> None:
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype and ctype not in _JSON_TYPES and not ctype.endswith("+json"):
-            raise UnsupportedMediaType(
-                f"Content-Type {ctype} is not supported; send application/json.",
-                [Problem("content-type", "must be application/json")],
-            )
+        check_json_content_type(request.headers.get("content-type"))
         size = len(request.body or b"")
         if size > self.settings.max_body_bytes:
             raise PayloadTooLarge(

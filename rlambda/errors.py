@@ -73,6 +73,12 @@ class MethodNotAllowed(HTTPError):
     status = 405
 
 
+class RequestTimeout(HTTPError):
+    """408: the request did not arrive in time (a server's own answer)."""
+
+    status = 408
+
+
 class PayloadTooLarge(HTTPError):
     """413: more rows or bytes than the function accepts."""
 
@@ -83,6 +89,12 @@ class UnsupportedMediaType(HTTPError):
     """415: a body that is not JSON."""
 
     status = 415
+
+
+class HeadersTooLarge(HTTPError):
+    """431: a request head or trailer larger than the server reads (a server's own answer)."""
+
+    status = 431
 
 
 class InternalError(HTTPError):
@@ -97,4 +109,13 @@ class ModelUnavailable(HTTPError):
     status = 503
 
     def __init__(self, message: str, retry_after_s: int = 5) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class ServerBusy(HTTPError):
+    """503: more connections than the server takes (a server's own answer)."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})

@@ -12,10 +12,10 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 from urllib.parse import parse_qsl
 
-from .errors import BadRequest, HTTPError, Problem
+from .errors import BadRequest, HTTPError, Problem, UnsupportedMediaType
 
 _NO_PAYLOAD = object()
 
@@ -27,11 +27,14 @@ class Request:
     method: str
     path: str
     source: str
-    query: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
     # Direct invocations arrive already parsed by the Lambda runtime.
     payload: Any = _NO_PAYLOAD
+    # The query string's (name, value) pairs, repeats kept. Read only by the
+    # route that takes its input from the query (GET /predict): anywhere
+    # else a query string is ignored, as unknown body fields are.
+    read_query: Callable[[], list[tuple[str, Any]]] = field(default=list, repr=False)
 
     @property
     def has_payload(self) -> bool:
@@ -103,6 +106,14 @@ def _query_pairs(event: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return pairs
 
 
+def _http_query_pairs(event: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(name, value) pairs from a 2.0 event: its rawQueryString keeps repeats apart."""
+    raw_query = event.get("rawQueryString")
+    if raw_query is not None:
+        return parse_qsl(str(raw_query), keep_blank_values=True)
+    return list(_mapping(event.get("queryStringParameters"), "queryStringParameters").items())
+
+
 def _body(event: Mapping[str, Any]) -> bytes | None:
     raw = event.get("body")
     if raw is None:
@@ -120,11 +131,17 @@ def _body(event: Mapping[str, Any]) -> bytes | None:
     return raw.encode("utf-8", "surrogatepass")
 
 
-def _single_values(pairs: list[tuple[str, str]]) -> dict[str, str]:
-    out: dict[str, str] = {}
+def query_row(pairs: Iterable[tuple[str, Any]], fields: Iterable[str]) -> dict[str, Any]:
+    """One row from query pairs (the last value of a name wins); a repeated model field is a 400.
+
+    Only the model's own fields are checked: a tracking parameter sent twice
+    (``utm=a&utm=b``) is as irrelevant as any unknown field.
+    """
+    wanted = set(fields)
+    out: dict[str, Any] = {}
     dup: list[str] = []
     for key, value in pairs:
-        if key in out and key not in dup:
+        if key in out and key in wanted and key not in dup:
             dup.append(key)
         out[key] = value
     if dup:
@@ -135,10 +152,49 @@ def _single_values(pairs: list[tuple[str, str]]) -> dict[str, str]:
     return out
 
 
+# The types a JSON body is accepted under besides JSON's own: none at all,
+# text/plain (what a page sends to avoid a CORS preflight) and
+# application/x-www-form-urlencoded (curl -d's default). The body must
+# still parse as JSON; other types (multipart/form-data, application/xml)
+# are clearly something else and get a 415.
+_JSON_COMPATIBLE = {"application/json", "text/json", "text/plain", "application/x-www-form-urlencoded"}
+
+
+def check_json_content_type(value: str | None) -> None:
+    """Raise UnsupportedMediaType unless a Content-Type header value may carry a JSON body.
+
+    HTTP API 2.0 events join repeated headers with commas: each part must be
+    acceptable.
+    """
+    for part in (value or "").split(","):
+        media = part.split(";")[0].strip().lower()
+        if media and media not in _JSON_COMPATIBLE and not media.endswith("+json"):
+            raise UnsupportedMediaType(
+                f"Content-Type {media} is not supported; send a JSON body as application/json.",
+                [Problem("content-type", "must be application/json")],
+            )
+
+
+def strip_base_path(path: str, base_paths: Iterable[str]) -> str:
+    """``path`` without the first of ``base_paths`` it starts with (a custom domain's API mapping)."""
+    for base in base_paths:
+        base = "/" + base.strip("/")
+        if base == "/":
+            continue
+        if path == base:
+            return "/"
+        if path.startswith(base + "/"):
+            return path[len(base):]
+    return path
+
+
 def _strip_stage(path: str, stage: Any) -> str:
-    # HTTP APIs (and REST payload 1.0 via HTTP APIs) keep a named stage in
-    # the path; routes are matched without it. A stage that is not a string
-    # (a hand-made event) names no prefix.
+    # HTTP APIs keep a named stage in the path (2.0 events, and the 1.0
+    # format an HTTP API can also send); routes are matched without it. REST
+    # APIs never put the stage in ``path``, so a REST path is left alone:
+    # /prod/ping there is a route named /prod/ping. Only the event's own
+    # stage is removed; a stage that is not a string (a hand-made event)
+    # names no prefix.
     if isinstance(stage, str) and stage and stage != "$default":
         prefix = "/" + stage
         if path == prefix:
@@ -168,14 +224,16 @@ class RestApiAdapter:
     def request(self, event: Any) -> Request:
         """Read method, stage-free path, query, headers and body."""
         context = _mapping(event.get("requestContext"), "requestContext")
-        pairs = _query_pairs(event)
+        path = str(event.get("path") or "/")
+        if event.get("version") == "1.0":  # an HTTP API sending payload format 1.0
+            path = _strip_stage(path, context.get("stage"))
         return Request(
             method=str(event.get("httpMethod") or "GET").upper(),
-            path=_strip_stage(str(event.get("path") or "/"), context.get("stage")),
+            path=path,
             source=self.name,
-            query=_single_values(pairs),
             headers=_lower(event.get("headers")),
             body=_body(event),
+            read_query=lambda: _query_pairs(event),
         )
 
     def render(self, response: Response, error: HTTPError | None) -> dict[str, Any]:
@@ -201,19 +259,14 @@ class HttpApiAdapter:
         """Read method, stage-free path, query (from rawQueryString), headers and body."""
         context = event["requestContext"]
         http = _mapping(context.get("http"), "requestContext.http")
-        raw_query = event.get("rawQueryString")
-        if raw_query is not None:
-            pairs = parse_qsl(str(raw_query), keep_blank_values=True)
-        else:
-            pairs = list(_mapping(event.get("queryStringParameters"), "queryStringParameters").items())
         domain = str(context.get("domainName") or "")
         return Request(
             method=str(http.get("method") or "GET").upper(),
             path=_strip_stage(str(event.get("rawPath") or http.get("path") or "/"), context.get("stage")),
             source="function-url" if ".lambda-url." in domain else self.name,
-            query=_single_values(pairs),
             headers=_lower(event.get("headers")),
             body=_body(event),
+            read_query=lambda: _http_query_pairs(event),
         )
 
     def render(self, response: Response, error: HTTPError | None) -> dict[str, Any]:

@@ -4,15 +4,17 @@ Like chalice's local mode and ``sam local start-api``, every API request
 becomes an API Gateway REST (payload 1.0) proxy event handed to the very
 ``handler.lambda_handler`` that runs in Lambda, so routes, status codes,
 headers and errors are the deployed ones. Files under ``web/`` (the page and
-its ``config.json``) are served by this server itself, as S3 would serve
-them; everything else, unknown paths included, goes to the handler.
+its ``config.json``) are served here, as S3 would serve them; everything
+else, unknown paths included, goes to the handler.
 
-The server is a small asyncio HTTP/1.1 server (keep-alive, pipelining,
-``Expect: 100-continue``, chunked bodies). The handler is called inline on
-the event loop: R runs one call at a time anyway (rlambda.rsession's lock),
-so a thread hop per request would only add latency. Many clients are served
-concurrently; their requests are scored one after another. ``--workers N``
-forks N such processes, each with its own R, sharing the listening socket.
+HTTP itself is uvicorn's with httptools (llhttp, Node's parser): this module
+is an ASGI app; rlambda.connection is the small subclass of uvicorn's
+protocol that adds what uvicorn leaves to the application (a deadline for
+the request head; head, trailer and body size limits) and makes every answer
+the server gives on its own (400 for malformed HTTP, 408, 413, 431, 503) an
+error document with CORS headers, rendered here by the handler's app. The handler runs inline on the event loop: R is single-threaded
+anyway, and so only the loop's thread ever touches it. ``--workers N`` runs N
+processes (uvicorn's supervisor), each with its own R, on one socket.
 
     python -m rlambda.local [--host 127.0.0.1] [--port 8080] [--web DIR] [--workers N]
 """
@@ -30,23 +32,28 @@ import signal
 import socket
 import sys
 import time
-import traceback
 import uuid
-from email.utils import formatdate
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qsl, unquote
 
+from .connection import ENV_HEAD_TIMEOUT, Connection, Hooks
+from .errors import BadRequest, HeadersTooLarge, HTTPError, PayloadTooLarge, Problem, RequestTimeout, ServerBusy
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WEB = ROOT / "web"
 STAGE = "local"
-MAX_HEAD_BYTES = 64 * 1024
-# API Gateway's payload limit; the handler applies its own, lower one.
-MAX_BODY_BYTES = 10 * 1024 * 1024
-IDLE_TIMEOUT_S = 60.0
 LAMBDA_TIMEOUT_S = 30.0
+# A body must arrive within this once its head has (API Gateway's own
+# integration timeout is 29 s).
+BODY_TIMEOUT_S = 30.0
 
 Handler = Callable[[dict[str, Any], Any], Any]
+
+# The process's options reach uvicorn's worker processes (spawned, not
+# forked) through the environment.
+_ENV_WEB = "RLAMBDA_LOCAL_WEB"
+_ENV_QUIET = "RLAMBDA_LOCAL_QUIET"
 
 _CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -58,14 +65,6 @@ _CONTENT_TYPES = {
     ".png": "image/png",
     ".ico": "image/x-icon",
     ".txt": "text/plain; charset=utf-8",
-}
-_REASONS = {
-    100: "Continue", 200: "OK", 201: "Created", 204: "No Content", 304: "Not Modified",
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required",
-    413: "Payload Too Large", 415: "Unsupported Media Type", 429: "Too Many Requests",
-    431: "Request Header Fields Too Large", 500: "Internal Server Error",
-    501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
 }
 
 
@@ -99,10 +98,9 @@ def build_event(
 ) -> dict[str, Any]:
     """The API Gateway REST proxy event (payload 1.0) for one HTTP request.
 
-    ``target`` is the request line's path and query. Header names keep the
-    client's spelling, as API Gateway does; ``headers`` holds the last value
-    of a repeated header, ``multiValueHeaders`` all of them. A body that is
-    not UTF-8 is sent base64-encoded with ``isBase64Encoded``.
+    ``target`` is the request line's path and query. ``headers`` holds the
+    last value of a repeated header, ``multiValueHeaders`` all of them. A
+    body that is not UTF-8 is sent base64-encoded with ``isBase64Encoded``.
     """
     raw_path, _, raw_query = target.partition("?")
     path = unquote(raw_path) or "/"
@@ -130,7 +128,8 @@ def build_event(
     now = time.time()
     request_id = request_id or str(uuid.uuid4())
     proxy = path.lstrip("/")
-    host = next((v for k, v in headers if k.lower() == "host"), "localhost")
+    lower = {k.lower(): v for k, v in single.items()}
+    host = lower.get("host", "localhost")
     return {
         "resource": "/{proxy+}" if proxy else "/",
         "path": path,
@@ -150,8 +149,8 @@ def build_event(
             "httpMethod": method,
             "identity": {
                 "sourceIp": source_ip,
-                "userAgent": single.get("User-Agent") or single.get("user-agent"),
-                "apiKey": single.get("x-api-key") or single.get("X-Api-Key") or single.get("X-API-Key"),
+                "userAgent": lower.get("user-agent"),
+                "apiKey": lower.get("x-api-key"),
             },
             "path": f"/{STAGE}{path}",
             "protocol": "HTTP/1.1",
@@ -227,370 +226,161 @@ class StaticFiles:
         return _CONTENT_TYPES.get(file.suffix.lower(), "application/octet-stream")
 
 
-class _Date:
-    """The Date header value, formatted at most once a second."""
+class _Worker:
+    """What one serving process holds once R is up: the handler and the app's error rendering."""
 
-    second = -1
-    value = ""
+    handler: Handler | None = None
+    refuse: Callable[[Any, str, str | None], dict[str, Any]] | None = None
+    access_log = True
+
+
+def _log(peer: str, method: str, target: str, status: int, started: float) -> None:
+    """One access line on stderr: client, request, status, latency."""
+    if _Worker.access_log:
+        if len(target) > 200 or not target.isprintable():
+            target = repr(target[:200])
+        ms = (time.perf_counter() - started) * 1e3
+        sys.stderr.write(f'{peer} "{method} {target}" {status} {ms:.2f}ms\n')
+
+
+def _error_answer(status: int, message: str, origin: str | None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """The handler's own error document (errorType, httpStatus, request_id, CORS) for an error the server finds."""
+    kinds: dict[int, type[HTTPError]] = {400: BadRequest, 408: RequestTimeout, 413: PayloadTooLarge,
+                                         431: HeadersTooLarge}
+    error = ServerBusy(message) if status == 503 else kinds[status](message, [Problem("request", message)])
+    request_id = str(uuid.uuid4())
+    assert _Worker.refuse is not None  # no client is served before R is up
+    code, headers, data = render_result(_Worker.refuse(error, request_id, origin))
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    raw += [(b"x-amzn-RequestId", request_id.encode()), (b"content-length", str(len(data)).encode()),
+            (b"connection", b"close")]
+    return code, raw, data
+
+
+class Gateway:
+    """The ASGI app: page files, or request -> API Gateway event -> ``lambda_handler`` -> answer."""
+
+    def __init__(self, web: Path) -> None:
+        self.static = StaticFiles(web)
 
     @classmethod
-    def now(cls) -> str:
-        now = int(time.time())
-        if now != cls.second:
-            cls.second, cls.value = now, formatdate(now, usegmt=True)
-        return cls.value
+    def from_env(cls) -> "Gateway":
+        """uvicorn's factory: the options ``main`` put in the environment."""
+        _Worker.access_log = os.environ.get(_ENV_QUIET) != "1"
+        return cls(Path(os.environ.get(_ENV_WEB) or DEFAULT_WEB))
 
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
 
-class _BadHttp(Exception):
-    """A request this server cannot read; answered with ``status`` and closed."""
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    _start_worker()
+                except Exception as exc:  # uvicorn stops the worker and says why
+                    await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _chunked(buf: bytearray, start: int) -> tuple[bytes, int] | None:
-    """Decode a chunked body at ``buf[start:]``: (body, end offset), or None if incomplete."""
-    out = bytearray()
-    pos = start
-    while True:
-        eol = buf.find(b"\r\n", pos)
-        if eol < 0:
-            if len(buf) - pos > 1024:
-                raise _BadHttp(400, "bad chunk size line")
-            return None
-        size_text = bytes(buf[pos:eol]).split(b";")[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise _BadHttp(400, "bad chunk size") from None
-        if size < 0:
-            raise _BadHttp(400, "bad chunk size")
-        pos = eol + 2
-        if size == 0:
-            # Trailers (ignored) end with an empty line.
-            end = buf.find(b"\r\n\r\n", pos - 2)
-            if end < 0:
-                return None
-            return bytes(out), end + 4
-        if len(out) + size > MAX_BODY_BYTES:
-            raise _BadHttp(413, "body too large")
-        if len(buf) < pos + size + 2:
-            return None
-        out += buf[pos : pos + size]
-        pos += size + 2
-
-
-class _Head:
-    """A parsed request line and headers."""
-
-    __slots__ = ("method", "target", "version", "headers", "keep_alive", "length", "chunked", "expect", "end")
-
-    def __init__(self, buf: bytearray, end: int) -> None:
-        lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[0].isalpha():
-            raise _BadHttp(400, "bad request line")
-        self.method, self.target, self.version = parts[0].upper(), parts[1], parts[2]
-        if not self.target.startswith("/"):
-            raise _BadHttp(400, "bad request target")
-        headers: list[tuple[str, str]] = []
-        length = chunked = None
-        connection = expect = ""
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            name = name.strip()
-            if not sep or not name or name != name.rstrip() or " " in name:
-                raise _BadHttp(400, "bad header line")
-            value = value.strip()
-            headers.append((name, value))
-            lower = name.lower()
-            if lower == "content-length":
-                if not value.isdigit() or (length is not None and int(value) != length):
-                    raise _BadHttp(400, "bad Content-Length")
-                length = int(value)
-            elif lower == "transfer-encoding":
-                if value.lower() != "chunked":
-                    raise _BadHttp(501, "only chunked transfer encoding is supported")
-                chunked = True
-            elif lower == "connection":
-                connection = value.lower()
-            elif lower == "expect":
-                expect = value.lower()
-        if chunked and length is not None:
-            raise _BadHttp(400, "both Content-Length and Transfer-Encoding")
-        if length is not None and length > MAX_BODY_BYTES:
-            raise _BadHttp(413, "body too large")
-        self.headers = headers
-        self.length = length or 0
-        self.chunked = bool(chunked)
-        self.expect = expect == "100-continue"
-        if self.version == "HTTP/1.0":
-            self.keep_alive = "keep-alive" in connection
-        else:
-            self.keep_alive = "close" not in connection
-        self.end = end + 4
-
-
-class Server:
-    """Shared state of one serving process: handler, static files, connections, log."""
-
-    def __init__(self, handler: Handler, static: StaticFiles, access_log: bool = True) -> None:
-        self.handler = handler
-        self.static = static
-        self.access_log = access_log
-        self.connections: set[_Connection] = set()
-
-    def answer(self, head: _Head, body: bytes, peer: str) -> tuple[int, list[tuple[str, str]], bytes]:
-        """Status, headers and body for one request: a page file or the handler's answer."""
-        method = head.method
+    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        started = time.perf_counter()
+        method: str = scope["method"]
+        target = scope["raw_path"].decode("latin-1")
+        if scope["query_string"]:
+            target += "?" + scope["query_string"].decode("latin-1")
+        peer = scope["client"][0] if scope.get("client") else "-"
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        message = await receive()
+        body = message.get("body", b"")
+        if message.get("more_body"):
+            parts = [body]
+            try:
+                async with asyncio.timeout(BODY_TIMEOUT_S):
+                    while message.get("more_body"):
+                        message = await receive()
+                        parts.append(message.get("body", b""))
+            except TimeoutError:
+                origin = next((v for k, v in headers if k == "origin"), None)
+                status, raw, data = _error_answer(408, f"The body did not arrive within {BODY_TIMEOUT_S:g} s.", origin)
+                _log(peer, method, target, status, started)
+                await send({"type": "http.response.start", "status": status, "headers": raw})
+                await send({"type": "http.response.body", "body": data})
+                return
+            body = b"".join(parts)
+        if message["type"] == "http.disconnect":
+            return  # the client left, or the server refused the rest (413, malformed)
         if method in ("GET", "HEAD"):
-            file = self.static.find(head.target.partition("?")[0])
+            file = self.static.find(scope["raw_path"].decode("latin-1"))
             if file is not None:
                 try:
                     data = file.read_bytes()
                 except OSError:
                     data = None
                 if data is not None:
-                    return 200, [
-                        ("Content-Type", self.static.content_type(file)),
-                        ("Cache-Control", "no-cache"),
-                        ("X-Content-Type-Options", "nosniff"),
-                    ], data
+                    _log(peer, method, target, 200, started)
+                    await send({"type": "http.response.start", "status": 200, "headers": [
+                        (b"content-type", self.static.content_type(file).encode()),
+                        (b"cache-control", b"no-cache"),
+                        (b"x-content-type-options", b"nosniff"),
+                        (b"content-length", str(len(data)).encode()),
+                    ]})
+                    await send({"type": "http.response.body", "body": data})
+                    return
         request_id = str(uuid.uuid4())
-        event = build_event(method, head.target, head.headers, body, peer, request_id)
+        event = build_event(method, target, headers, body, peer, request_id)
+        assert _Worker.handler is not None
         try:
-            result = self.handler(event, LambdaContext(request_id))
+            result = _Worker.handler(event, LambdaContext(request_id))
         except Exception as exc:  # what API Gateway answers when the function fails
             print(f"rlambda.local: handler raised {type(exc).__name__}: {exc}", file=sys.stderr)
-            return _GATEWAY_ERROR
-        status, headers, data = render_result(result)
-        headers.append(("x-amzn-RequestId", request_id))
-        return status, headers, data
-
-    def log(self, peer: str, method: str, target: str, status: int, started: float) -> None:
-        """One access line: client, request, status, latency."""
-        if self.access_log:
-            if len(target) > 200 or not target.isprintable():
-                target = repr(target[:200])
-            ms = (time.perf_counter() - started) * 1e3
-            sys.stderr.write(f'{peer} "{method} {target}" {status} {ms:.2f}ms\n')
-
-
-class _Connection(asyncio.Protocol):
-    """One client connection: reads requests, answers them in order."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.buf = bytearray()
-        self.head: _Head | None = None
-        self.transport: asyncio.Transport | None = None
-        self.peer = "-"
-        self.last_active = time.monotonic()
-        self.continued = False
-        self.closing = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        self.peer = str(peer[0]) if isinstance(peer, tuple) else "-"
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            # Small responses must leave at once, not wait for the client's ACK.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.connections.add(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections.discard(self)
-        self.transport = None
-
-    # Backpressure: a client that does not read its answers stops being read.
-    def pause_writing(self) -> None:
-        if self.transport is not None:
-            self.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.transport is not None and not self.closing:
-            self.transport.resume_reading()
-
-    def data_received(self, data: bytes) -> None:
-        self.last_active = time.monotonic()
-        self.buf += data
-        try:
-            while self.transport is not None and not self.closing and self._one():
-                pass
-        except _BadHttp as exc:
-            self._fail(exc.status, str(exc))
-
-    def _one(self) -> bool:
-        """Answer the next complete request in the buffer; False if there is none yet."""
-        buf = self.buf
-        head = self.head
-        if head is None:
-            end = buf.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
-            if end < 0:
-                if len(buf) > MAX_HEAD_BYTES:
-                    raise _BadHttp(431, "request head too large")
-                # Tolerate the stray CRLFs some clients send between requests.
-                if buf.startswith(b"\r\n"):
-                    del buf[:2]
-                return False
-            if end == 0:
-                del buf[:4]
-                return True
-            head = self.head = _Head(buf, end)
-            self.continued = False
-        if head.chunked:
-            decoded = _chunked(buf, head.end)
-            if decoded is None:
-                self._continue(head)
-                return False
-            body, used = decoded
-        else:
-            used = head.end + head.length
-            if len(buf) < used:
-                self._continue(head)
-                return False
-            body = bytes(buf[head.end : used])
-        del buf[:used]
-        self.head = None
-        started = time.perf_counter()
-        status, headers, data = self.server.answer(head, body, self.peer)
+            result = None
+        status, out_headers, data = render_result(result)
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out_headers
+               if k.lower() not in ("content-length", "connection", "transfer-encoding", "date")]
+        raw.append((b"x-amzn-RequestId", request_id.encode()))
+        if status not in (204, 304) and status >= 200:
+            raw.append((b"content-length", str(len(data)).encode()))
         # Logged before the answer leaves, so a client that has its answer
         # can rely on the line being written (the tests do).
-        self.server.log(self.peer, head.method, head.target, status, started)
-        self._write(head, status, headers, data)
-        if not head.keep_alive:
-            self._close()
-            return False
-        return True
-
-    def _continue(self, head: _Head) -> None:
-        if head.expect and not self.continued and self.transport is not None:
-            self.continued = True
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    def _write(self, head: _Head, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
-        lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}", f"Date: {_Date.now()}"]
-        for name, value in headers:
-            if name.lower() not in ("content-length", "connection", "transfer-encoding", "date"):
-                lines.append(f"{name}: {value}")
-        no_body = status in (204, 304) or 100 <= status < 200
-        if not no_body:
-            lines.append(f"Content-Length: {len(data)}")
-        if not head.keep_alive:
-            lines.append("Connection: close")
-        elif head.version == "HTTP/1.0":
-            lines.append("Connection: keep-alive")
-        out = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
-        if not no_body and head.method != "HEAD":
-            out += data
-        assert self.transport is not None
-        self.transport.write(out)
-
-    def _fail(self, status: int, message: str) -> None:
-        """Answer a request that cannot be read, then close (the stream is unusable)."""
-        body = json.dumps({"message": message}).encode()
-        if self.transport is not None:
-            self.transport.write(
-                f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nDate: {_Date.now()}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-                f"Connection: close\r\n\r\n".encode() + body
-            )
-            self.server.log(self.peer, "-", "-", status, time.perf_counter())
-        self._close()
-
-    def _close(self) -> None:
-        self.closing = True
-        if self.transport is not None:
-            self.transport.close()
-
-    def idle_for(self, now: float) -> float:
-        """Seconds since the client last sent anything."""
-        return now - self.last_active
+        _log(peer, method, target, status, started)
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": data})
 
 
-async def _serve(sock: socket.socket, server: Server, ready: str) -> None:
-    """Serve on ``sock`` until SIGINT or SIGTERM; print ``ready`` once both are in place."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    pending: set[asyncio.Task[Any]] = set()
-
-    def accept_one() -> None:
-        # One connection per wake-up, not asyncio's accept-everything loop:
-        # with --workers, every worker is woken and each takes one, so a
-        # burst of connections is spread instead of landing on one process.
-        try:
-            conn, _ = sock.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            return  # another worker took it, or the client gave up
-        except OSError as exc:  # EMFILE and the like: say so, keep serving
-            print(f"rlambda.local: accept failed: {exc}", file=sys.stderr)
-            return
-        conn.setblocking(False)
-        task = loop.create_task(loop.connect_accepted_socket(lambda: _Connection(server), conn))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-
-    loop.add_reader(sock.fileno(), accept_one)
-    # One write(2) per line: with --workers, print()'s separate writes of the
-    # text and its newline interleaved between processes ("AB\n\n").
-    sys.stdout.flush()
-    os.write(sys.stdout.fileno(), (ready + "\n").encode())
-
-    async def reap_idle() -> None:
-        # One sweep every few seconds instead of a timer per request.
-        while True:
-            await asyncio.sleep(5)
-            now = time.monotonic()
-            for conn in list(server.connections):
-                if conn.idle_for(now) > IDLE_TIMEOUT_S:
-                    conn._close()
-
-    reaper = loop.create_task(reap_idle())
-    try:
-        await stop.wait()
-    finally:
-        reaper.cancel()
-        loop.remove_reader(sock.fileno())
-        sock.close()
-        for task in list(pending):
-            task.cancel()
-        for conn in list(server.connections):
-            conn._close()
-        # Let the transports finish closing before the loop goes away.
-        await asyncio.sleep(0)
+Hooks.answer = staticmethod(_error_answer)
+Hooks.log = staticmethod(_log)
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """A listening socket; OSError (port in use, bad host) propagates."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        # SO_REUSEADDR lets a restart bind while old connections linger in
-        # TIME_WAIT; it does not let two servers share a port on Linux.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(1024)
-    except BaseException:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock
-
-
-def _load_handler() -> Handler:
-    """Import the Lambda entry point (starts R) from the repository root."""
+def _start_worker() -> None:
+    """Start R, load the model (GET /ping) and print this worker's ready line."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     # rpy2 reports how it found R at INFO: useful in CloudWatch, noise on a terminal.
     logging.getLogger("rpy2").setLevel(logging.WARNING)
-    import handler  # noqa: PLC0415 - imported late: R starts only once the port is ours
+    # Starting R replaces the SIGINT handler uvicorn installed for its
+    # graceful shutdown (Ctrl-C then surfaced as a KeyboardInterrupt inside
+    # the event loop): put the server's handlers back.
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    import handler  # noqa: PLC0415 - imported late: R starts in the worker
 
-    return handler.lambda_handler
+    for sig, previous in saved.items():
+        if signal.getsignal(sig) is not previous and previous is not None:
+            signal.signal(sig, previous)
+
+    _Worker.handler = handler.lambda_handler
+    _Worker.refuse = handler.app.refuse
+    ready = f"rlambda.local: [{os.getpid()}] {_warm(handler.lambda_handler)}"
+    # One write(2) per line: with --workers, print()'s separate writes of the
+    # text and its newline interleaved between processes ("AB\n\n").
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), (ready + "\n").encode())
 
 
 def _warm(handler: Handler) -> str:
@@ -607,60 +397,70 @@ def _warm(handler: Handler) -> str:
     return f"the model is not loaded ({status}: {doc.get('message', data[:200])}); /ping answers {status}"
 
 
-def _run_worker(sock: socket.socket, web: Path, access_log: bool) -> int:
-    handler = _load_handler()
-    ready = f"rlambda.local: [{os.getpid()}] {_warm(handler)}"
-    asyncio.run(_serve(sock, Server(handler, StaticFiles(web), access_log), ready))
-    return 0
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket; OSError (port in use, bad host) propagates."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    # proto must say TCP: asyncio sets TCP_NODELAY only on sockets that do,
+    # and without it a header and a body written apart wait for the client's
+    # delayed ACK (40 ms an answer).
+    sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
+    try:
+        # SO_REUSEADDR lets a restart bind while old connections linger in
+        # TIME_WAIT; it does not let two servers share a port on Linux.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(LISTEN_BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
-def _run_workers(sock: socket.socket, web: Path, access_log: bool, workers: int) -> int:
-    """Fork ``workers`` processes on one listening socket; stop them all on SIGINT/SIGTERM."""
-    children: list[int] = []
-    # Block the stop signals while forking so a child cannot miss its handler.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    for _ in range(workers):
-        pid = os.fork()
-        if pid == 0:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-            code = 1
-            try:
-                code = _run_worker(sock, web, access_log)
-            except KeyboardInterrupt:
-                code = 0
-            except BaseException:  # os._exit below would swallow it: show why the worker died
-                traceback.print_exc()
-            finally:
-                os._exit(code)
-        children.append(pid)
-    sock.close()
-    stop = {"signal": 0}
+LISTEN_BACKLOG = 1024
 
-    def forward(signum: int, _frame: Any) -> None:
-        stop["signal"] = signum
-        for child in children:
-            try:
-                os.kill(child, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    worst = 0
-    for child in children:
-        while True:
-            try:
-                _, status = os.waitpid(child, 0)
-                break
-            except ChildProcessError:
-                status = 0
-                break
-        code = os.waitstatus_to_exitcode(status)
-        if code != 0 and not stop["signal"]:
-            forward(signal.SIGTERM, None)  # one worker died: stop the rest rather than limp on
-        worst = worst or (code if code > 0 else 0)
-    return worst
+def _serve(sock: socket.socket, workers: int, max_connections: int) -> None:
+    """Run uvicorn on ``sock``: in this process, or in ``workers`` supervised processes."""
+    from uvicorn import Config, Server
+    from uvicorn.supervisors import Multiprocess
+
+    class Supervisor(Multiprocess):
+        """uvicorn's supervisor, keeping the shared socket's accept queue long.
+
+        Each worker accepts one connection per wake-up (``backlog=1`` below:
+        asyncio accepts up to ``backlog`` connections per wake-up), so a burst
+        of connections is spread over the workers instead of all landing on
+        the first to wake. asyncio also passes that number to listen(2) when
+        a worker starts, which would shorten the kernel's queue for everyone:
+        the supervisor puts it back on every round of its health check.
+        """
+
+        def keep_subprocess_alive(self) -> None:
+            super().keep_subprocess_alive()
+            sock.listen(LISTEN_BACKLOG)
+
+    config = Config(
+        "rlambda.local:Gateway.from_env",
+        factory=True,
+        http=Connection,
+        ws="none",
+        lifespan="on",
+        loop="asyncio",
+        workers=workers,
+        log_config=None,
+        log_level="warning",
+        access_log=False,  # ours is written by the app, before the answer leaves
+        server_header=False,
+        limit_concurrency=max_connections,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=5,
+        backlog=LISTEN_BACKLOG if workers == 1 else 1,
+    )
+    if workers == 1:
+        Server(config).run(sockets=[sock])
+    else:
+        Supervisor(config, sockets=[sock]).run()
 
 
 def _port(text: str) -> int:
@@ -681,10 +481,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=_port, default=os.environ.get("PORT") or "8080", help="port (PORT; 0 = any free port)")
     parser.add_argument("--web", type=Path, default=DEFAULT_WEB, help="directory of the page's files (default: web/)")
     parser.add_argument("--workers", type=int, default=1, help="processes, each with its own R (default 1)")
+    parser.add_argument("--max-connections", type=int, default=1000,
+                        help="open connections per worker before answering 503 (default 1000)")
+    parser.add_argument("--header-timeout", type=float, default=10.0,
+                        help="seconds a client has to send a request's head (default 10)")
     parser.add_argument("--quiet", action="store_true", help="no access log lines")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.max_connections < 1 or args.header_timeout <= 0:
+        parser.error("--max-connections and --header-timeout must be positive")
     try:
         sock = _bind(args.host, args.port)
     except OSError as exc:
@@ -699,16 +505,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rlambda.local: serving the API and the page on http://{shown}:{port}/ (Ctrl-C stops)", flush=True)
     if not (args.web / "index.html").is_file():
         print(f"rlambda.local: no index.html in {args.web}; serving the API only", file=sys.stderr)
+    os.environ[_ENV_WEB] = str(args.web.resolve())
+    os.environ[_ENV_QUIET] = "1" if args.quiet else "0"
+    os.environ[ENV_HEAD_TIMEOUT] = str(args.header_timeout)
     try:
-        if args.workers == 1:
-            code = _run_worker(sock, args.web, not args.quiet)
-        else:
-            code = _run_workers(sock, args.web, not args.quiet, args.workers)
-    except KeyboardInterrupt:  # Ctrl-C while R was still starting
+        _serve(sock, args.workers, args.max_connections)
         code = 0
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down for
+        code = 0
+    except SystemExit as exc:  # a worker that could not start (uvicorn's exit 3)
+        code = exc.code if isinstance(exc.code, int) else 1
     print("rlambda.local: stopped", flush=True)
     return code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # uvicorn imports the app as rlambda.local: run that module's main too,
+    # so the protocol and the app share one copy of the worker's state.
+    from rlambda import local
+
+    sys.exit(local.main())

@@ -1,7 +1,12 @@
 """The embedded R session: the only module that imports rpy2.
 
 R is single-threaded, so every call into it holds one re-entrant lock
-(rpy2's own ``openrlib.rlock``, which rpy2 also takes internally). The
+(rpy2's own ``openrlib.rlock``, which rpy2 also takes internally). That
+includes letting go of R objects: rpy2 calls R_ReleaseObject when the last
+Python wrapper of an object is freed, so every wrapper made here is dropped
+(``del``) before the lock is, on the normal path and on the error path, and
+a model's scorer is let go under the lock by whichever thread drops the
+model last. The
 low-level ``rpy2.rinterface`` layer is used instead of ``robjects``: it needs
 no conversion context (which a new thread does not inherit) and it is what
 makes a one-row prediction cost tens of microseconds of Python, not hundreds.
@@ -16,7 +21,7 @@ import threading
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 _HERE = Path(__file__).resolve().parent
 _HELPERS = _HERE / "serve.R"
@@ -220,6 +225,7 @@ def start() -> None:
                 raise RUnavailable(f"cannot define the R helpers: {exc}") from exc
             for name in ("rl_read", "rl_load", "rl_packages", "rl_version"):
                 _helpers[name] = env[name]
+            del env
         _ri = ri
 
 
@@ -243,7 +249,9 @@ def random_seed() -> list[int]:
             seed = _ri.globalenv[".Random.seed"]
         except KeyError:
             return []
-        return [int(v) for v in seed]
+        values = [int(v) for v in seed]
+        del seed  # released under the lock, not when this frame ends
+    return values
 
 
 def _error(exc: Exception) -> RError:
@@ -258,20 +266,45 @@ def _error(exc: Exception) -> RError:
     return RError(text)
 
 
+def _plain_error(exc: Exception) -> RError:
+    """R's message as it is (files other than serve.R mean nothing by a refusal marker)."""
+    return RError(str(exc).strip())
+
+
+def _r_call(fn: Any, *args: Any, errors: Callable[[Exception], RError] = _error) -> Any:
+    """``fn(*args)`` in R (the caller holds the lock); R's error as an RError.
+
+    A traceback keeps its frames' locals alive, R wrappers among them, until
+    the exception is freed: by then the lock is long released. So the
+    RRuntimeError's traceback is dropped here, the RError carries no
+    context, and this frame's arguments are deleted before it is raised.
+    """
+    try:
+        return fn(*args)
+    except _ri.embedded.RRuntimeError as exc:
+        exc.__traceback__ = None
+        error = errors(exc)
+    del fn, args
+    raise error
+
+
 def _call(name: str, *args: Any) -> Any:
+    """Call one of serve.R's helpers; the caller holds the lock and drops the result under it."""
     start()
     with lock():
-        try:
-            return _helpers[name](*args)
-        except _ri.embedded.RRuntimeError as exc:
-            raise _error(exc) from exc
+        return _r_call(_helpers[name], *args)
 
 
 def versions() -> dict[str, str]:
     """R's and rpy2's version strings."""
     import rpy2
 
-    return {"r": str(_call("rl_version")[0]), "rpy2": rpy2.__version__}
+    start()
+    with lock():
+        out = _call("rl_version")
+        r = str(out[0])
+        del out
+    return {"r": r, "rpy2": rpy2.__version__}
 
 
 def _py(value: Any) -> Any:
@@ -300,12 +333,20 @@ class RModel:
 
     def __init__(self, path: str | os.PathLike[str], check: bool = True) -> None:
         start()
-        with lock():
-            # check=False skips the comparison with R's own predict (benchmarks only)
-            loaded = _call("rl_load", _ri.StrSexpVector([str(path)]), _ri.BoolSexpVector([check]))
-            # rl_load returns list(description = ..., scorer = ...)
-            self.description: dict[str, Any] = _py(loaded[0])
-            self._scorer = loaded[1]
+        self._scorer: Any = None
+        # kept: __del__ may run while the interpreter shuts down, when
+        # lock()'s import no longer works
+        self._lock = lock()
+        with self._lock:
+            loaded = None
+            try:
+                # check=False skips the comparison with R's own predict (benchmarks only)
+                loaded = _call("rl_load", _ri.StrSexpVector([str(path)]), _ri.BoolSexpVector([check]))
+                # rl_load returns list(description = ..., scorer = ...)
+                self.description: dict[str, Any] = _py(loaded[0])
+                self._scorer = loaded[1]
+            finally:
+                del loaded
         self.width = len(self.description.get("classes") or []) + 1 if self.kind == "multiclass" else 1
 
     @property
@@ -326,28 +367,42 @@ class RModel:
         ri = _ri
         want = n * self.width
         with lock():
-            cols = ri.ListSexpVector([_to_r(col) for col in columns])
-            out = self._call_scorer(cols, ri.IntSexpVector([n]))
-            if not isinstance(out, ri.FloatSexpVector):
-                raise RError(f"predict returned an R {type(out).__name__}, not numbers")
-            if len(out) != want:
-                raise RError(f"predict returned {len(out)} values for {n} rows, expected {want}")
-            return _doubles_of(out, want)
+            cols = count = out = None
+            try:
+                cols = ri.ListSexpVector([_to_r(col) for col in columns])
+                count = ri.IntSexpVector([n])
+                out = self._call_scorer(cols, count)
+                if not isinstance(out, ri.FloatSexpVector):
+                    raise RError(f"predict returned an R {type(out).__name__}, not numbers")
+                if len(out) != want:
+                    raise RError(f"predict returned {len(out)} values for {n} rows, expected {want}")
+                return _doubles_of(out, want)
+            finally:
+                del cols, count, out
 
     def _call_scorer(self, *args: Any) -> Any:
-        try:
-            return self._scorer(*args)
-        except _ri.embedded.RRuntimeError as exc:
-            raise _error(exc) from exc
+        return _r_call(self._scorer, *args)
+
+    def __del__(self) -> None:
+        # The last holder of a swapped-out model may be any request thread:
+        # the scorer (an R closure holding the fitted object) is let go
+        # under the lock, wherever that happens.
+        if getattr(self, "_scorer", None) is not None:
+            with self._lock:
+                self._scorer = None
 
 
 def packages(path: str | os.PathLike[str], recursive: bool = False) -> list[str]:
     """The non-base R packages a model file needs (with their dependencies if ``recursive``)."""
     start()
     with lock():
-        fit = _call("rl_read", _ri.StrSexpVector([str(path)]))
-        out = _call("rl_packages", fit, _ri.BoolSexpVector([recursive]))
-        return [str(p) for p in out]
+        fit = out = None
+        try:
+            fit = _call("rl_read", _ri.StrSexpVector([str(path)]))
+            out = _call("rl_packages", fit, _ri.BoolSexpVector([recursive]))
+            return [str(p) for p in out]
+        finally:
+            del fit, out
 
 
 def _doubles_of(vec: Any, n: int) -> list[float]:
@@ -410,26 +465,27 @@ def call_file(path: str | os.PathLike[str], function: str, *args: str | int | fl
     start()
     ri = _ri
     with lock():
-        key = str(path)
-        env = _files.get(key)
-        if env is None:
-            env = ri.baseenv["new.env"]()
-            try:
-                ri.evalr(Path(path).read_text(encoding="utf-8"), envir=env)
-            except ri.embedded.RRuntimeError as exc:
-                raise RError(str(exc).strip()) from exc
-            _files[key] = env
-        r_args = []
-        for arg in args:
-            if isinstance(arg, bool):
-                r_args.append(ri.BoolSexpVector([arg]))
-            elif isinstance(arg, int):
-                r_args.append(ri.IntSexpVector([arg]))
-            elif isinstance(arg, float):
-                r_args.append(ri.FloatSexpVector([arg]))
-            else:
-                r_args.append(ri.StrSexpVector([str(arg)]))
+        env = fn = result = None
+        r_args: list[Any] = []
         try:
-            return _py(env[function](*r_args))
-        except ri.embedded.RRuntimeError as exc:
-            raise RError(str(exc).strip()) from exc
+            key = str(path)
+            env = _files.get(key)
+            if env is None:
+                env = ri.baseenv["new.env"]()
+                source = Path(path).read_text(encoding="utf-8")
+                _r_call(lambda: ri.evalr(source, envir=env), errors=_plain_error)
+                _files[key] = env
+            for arg in args:
+                if isinstance(arg, bool):
+                    r_args.append(ri.BoolSexpVector([arg]))
+                elif isinstance(arg, int):
+                    r_args.append(ri.IntSexpVector([arg]))
+                elif isinstance(arg, float):
+                    r_args.append(ri.FloatSexpVector([arg]))
+                else:
+                    r_args.append(ri.StrSexpVector([str(arg)]))
+            fn = env[function]
+            result = _r_call(fn, *r_args, errors=_plain_error)
+            return _py(result)
+        finally:
+            del env, fn, result, r_args

@@ -41,6 +41,9 @@ class Settings:
     # 10 s without SnapStart); a fetch still running is finished by the
     # first request.
     init_wait_s: float = 4.0
+    # A custom domain's API mapping puts its base path in front of every
+    # route (/v1/predict); these prefixes are removed before routing.
+    base_paths: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -59,4 +62,5 @@ class Settings:
             cache_dir=env.get("MODEL_CACHE_DIR", "").strip() or "/tmp",
             refresh_s=_float(env, "MODEL_REFRESH_S", 60.0),
             init_wait_s=_float(env, "MODEL_INIT_WAIT_S", 4.0),
+            base_paths=tuple(p.strip() for p in env.get("BASE_PATH", "").split(",") if p.strip().strip("/")),
         )

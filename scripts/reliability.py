@@ -138,7 +138,7 @@ def soak_section(soak: dict[str, Any] | None, note: str) -> list[str]:
     lines += [
         f"`bench/bench_soak.py`: `rlambda.local` (one worker) under wrk, {soak['connections']} connections, "
         f"{soak['duration_s']} s after a warm-up, mixed valid and invalid requests (`bench/soak.lua`: single rows, "
-        "10-row batches, GET query, ping, bad fields, bad JSON, empty batch, text/plain, unknown path, DELETE).",
+        "10-row batches, GET query, ping, bad fields, bad JSON, empty batch, XML (415), unknown path, DELETE).",
         "",
         "| figure | value |",
         "|---|---|",

@@ -2,15 +2,19 @@
 
 The check on R is a guard wrapped around every place rlambda.rsession calls
 into R (the scorer, vector construction, reading results, the helper
-calls): each entry records whether the calling thread holds R's lock and
-whether another thread is inside R at that moment. The guard is shown to
-catch an unlocked entry, so a pass means something.
+calls) and around rpy2's own protect and release of R objects
+(``_rinterface_capi._preserve`` / ``_release``, which call R_PreserveObject
+and R_ReleaseObject when a Python wrapper is made or freed, on whatever
+thread frees it): each entry records whether the calling thread holds R's
+lock and whether another thread is inside R at that moment. The guard is
+shown to catch an unlocked entry, so a pass means something.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -30,6 +34,7 @@ class RGuard:
         self._mutex = threading.Lock()
         self._depth: dict[int, int] = {}
         self.entries = 0
+        self.counts: dict[str, int] = {}
         self.overlaps: list[str] = []
         self.unlocked: list[str] = []
 
@@ -41,6 +46,7 @@ class RGuard:
             me = threading.get_ident()
             with self._mutex:
                 self.entries += 1
+                self.counts[name] = self.counts.get(name, 0) + 1
                 if not rsession.lock()._is_owned():
                     self.unlocked.append(name)
                 others = [t for t, d in self._depth.items() if d and t != me]
@@ -61,10 +67,15 @@ def guard(monkeypatch: pytest.MonkeyPatch) -> RGuard:
     """The guard installed on every R entry point of rlambda.rsession."""
     from rlambda import rsession
 
+    from rpy2.rinterface_lib import _rinterface_capi
+
     g = RGuard()
     for name in ("_call", "_to_r", "_doubles_of"):
         monkeypatch.setattr(rsession, name, g.wrap(name, getattr(rsession, name)))
     monkeypatch.setattr(rsession.RModel, "_call_scorer", g.wrap("_call_scorer", rsession.RModel._call_scorer))
+    # rpy2's capsules look these up as module globals when a wrapper is made or freed.
+    for name in ("_preserve", "_release"):
+        monkeypatch.setattr(_rinterface_capi, name, g.wrap(name, getattr(_rinterface_capi, name)))
     return g
 
 
@@ -128,6 +139,8 @@ def test_64_threads_in_one_process(make_app: Callable[..., Any], guard: RGuard) 
     # THEN every answer is the one-at-a-time answer, and R was entered by one thread at a time, under its lock
     assert [w for ws in results for w in ws] == []
     assert guard.entries >= 2 * len(work)
+    # every R object made for these requests was also let go, each time under the lock
+    assert guard.counts["_release"] >= 2 * len(work)
     assert guard.overlaps == [] and guard.unlocked == []
 
 
@@ -145,6 +158,7 @@ def test_64_threads_while_a_new_version_is_swapped_in(model_path: Path, second_m
     app = App(Settings(model_uri=str(folder) + "/", cache_dir=str(tmp_path / "cache"), refresh_s=0))
     work = rows(CLIENTS)
     expected = [app.handle(r, LambdaContext())["probability"] for r in work]
+    old = weakref.ref(app.model()._r)
     barrier = threading.Barrier(CLIENTS + 1, timeout=60)
 
     def client(n: int) -> list[tuple[str, bool]]:
@@ -165,6 +179,8 @@ def test_64_threads_while_a_new_version_is_swapped_in(model_path: Path, second_m
     assert all(ok for _, ok in seen)
     assert {v for v, _ in seen} <= {v1, v2}
     assert app.handle(work[0], LambdaContext())["model"]["version"] == v2
+    # AND the swapped-out model's R objects are gone, let go under the lock by its last user
+    assert old() is None
     assert guard.overlaps == [] and guard.unlocked == []
 
 
@@ -203,3 +219,27 @@ def test_64_http_clients_at_once(server: LocalServer, make_app: Callable[..., An
         results = list(pool.map(client, range(CLIENTS), timeout=120))
     assert [w for ws in results for w in ws] == []
     assert server.proc.poll() is None
+
+
+def test_an_r_error_lets_go_of_its_objects_under_the_lock(tmp_path: Path, guard: RGuard) -> None:
+    """The error path too: the objects of a failed R call are not kept alive past the lock by a traceback."""
+    from rlambda import rsession
+
+    # GIVEN an R function that fails after its arguments became R objects
+    script = tmp_path / "fails.R"
+    script.write_text('fails <- function(x, y) stop("no: ", x)\n')
+    released = guard.counts.get("_release", 0)
+    # WHEN 64 threads call it at once and each catches the error
+    def call(i: int) -> str:
+        try:
+            rsession.call_file(script, "fails", f"row {i}", i)
+        except rsession.RError as exc:
+            return str(exc)
+        return "no error"
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        messages = list(pool.map(call, range(CLIENTS), timeout=120))
+    # THEN each saw R's message, and every release happened under the lock
+    assert all(f"no: row {i}" in m for i, m in enumerate(messages))
+    assert guard.counts.get("_release", 0) - released >= 2 * CLIENTS
+    assert guard.overlaps == [] and guard.unlocked == []

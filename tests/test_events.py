@@ -109,3 +109,56 @@ def test_http_api_named_stage_is_stripped(app, event, context):
     ev["rawPath"] = "/dev/metadata"
     ev["requestContext"]["stage"] = "dev"
     assert app.handle(ev, context)["statusCode"] == 200
+
+
+def ping_status(app, ev, context) -> int:
+    return app.handle(ev, context)["statusCode"]
+
+
+def test_a_rest_path_keeps_its_stage_name(app, event, context):
+    # GIVEN REST events on stage prod: API Gateway never puts the stage in a REST event's path
+    ev = event("apigw_rest_get_predict.json")
+    ev["queryStringParameters"] = ev["multiValueQueryStringParameters"] = None
+    ev["path"] = "/ping"
+    assert ping_status(app, ev, context) == 200
+    # WHEN the path itself starts with the stage's name THEN it is a route of that name: 404
+    ev["path"] = "/prod/ping"
+    assert ping_status(app, ev, context) == 404
+
+
+def test_an_http_api_path_loses_only_its_own_stage(app, event, context):
+    # GIVEN an HTTP API (2.0) event on stage prod
+    ev = event("apigw_http_get_metadata.json")
+    ev["requestContext"]["stage"] = "prod"
+    ev["rawPath"] = ev["requestContext"]["http"]["path"] = "/prod/ping"
+    assert ping_status(app, ev, context) == 200
+    # WHEN the path carries another stage's name THEN nothing is stripped: 404
+    ev["rawPath"] = ev["requestContext"]["http"]["path"] = "/staging/ping"
+    assert ping_status(app, ev, context) == 404
+    # AND an HTTP API's payload format 1.0 is stripped like 2.0
+    rest_shaped = event("apigw_rest_get_predict.json")
+    rest_shaped.update(version="1.0", path="/prod/ping", queryStringParameters=None, multiValueQueryStringParameters=None)
+    assert ping_status(app, rest_shaped, context) == 200
+
+
+def test_base_path_of_a_custom_domain(make_app, event, context):
+    # GIVEN BASE_PATH=v1 (a custom domain mapping /v1 to the API)
+    app = make_app(base_paths=("v1",))
+    rest = event("apigw_rest_get_predict.json")
+    rest["path"] = "/v1/predict"
+    http = event("apigw_http_get_metadata.json")
+    http["requestContext"]["stage"] = "prod"
+    http["rawPath"] = http["requestContext"]["http"]["path"] = "/prod/v1/ping"
+    # THEN routes answer under the base path, for REST and HTTP APIs
+    assert ping_status(app, rest, context) == 200
+    assert ping_status(app, http, context) == 200
+    # AND without the setting the same paths are unknown routes
+    plain = make_app()
+    assert ping_status(plain, rest, context) == 404 and ping_status(plain, http, context) == 404
+
+
+def test_base_path_setting_is_read_from_the_environment():
+    from rlambda.settings import Settings
+
+    assert Settings.from_env({"BASE_PATH": "/v1/, api"}).base_paths == ("/v1/", "api")
+    assert Settings.from_env({}).base_paths == ()

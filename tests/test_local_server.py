@@ -136,7 +136,19 @@ CASES = [
     ("post-not-json", "POST", "/predict", JSON, b'{"gre": 800,', 400),
     ("post-empty", "POST", "/predict", JSON, b"", 400),
     ("post-not-utf8", "POST", "/predict", JSON, b'{"gre": "\xff\xfe", "gpa": 4, "rank": 1}', 400),
-    ("post-text-plain", "POST", "/predict", {"Host": "localhost", "Content-Type": "text/plain"}, b"gre=800", 415),
+    ("post-text-plain", "POST", "/predict", {"Host": "localhost", "Content-Type": "text/plain"},
+     b'{"gre": 800, "gpa": 4, "rank": 1}', 200),
+    ("post-curl-default-type", "POST", "/predict", {"Host": "localhost", "Content-Type": "application/x-www-form-urlencoded"},
+     b'{"gre": 800, "gpa": 4, "rank": 1}', 200),
+    ("post-no-type", "POST", "/predict", {"Host": "localhost"}, b'{"gre": 800, "gpa": 4, "rank": 1}', 200),
+    ("post-form-not-json", "POST", "/predict", {"Host": "localhost", "Content-Type": "application/x-www-form-urlencoded"},
+     b"gre=800&gpa=4&rank=1", 400),
+    ("post-xml", "POST", "/predict", {"Host": "localhost", "Content-Type": "application/xml"}, b"<gre>800</gre>", 415),
+    ("post-multipart", "POST", "/predict", {"Host": "localhost", "Content-Type": "multipart/form-data; boundary=x"},
+     b"--x--", 415),
+    ("post-query-repeated-ignored", "POST", "/predict?utm=a&utm=b&gre=1&gre=2", JSON, b'{"gre": 800, "gpa": 4, "rank": 1}', 200),
+    ("get-query-repeated-unrelated", "GET", "/predict?gre=800&gpa=4&rank=1&utm=a&utm=b", {"Host": "localhost"}, None, 200),
+    ("rest-path-keeps-stage", "GET", "/local/ping", {"Host": "localhost"}, None, 404),
     ("get-query", "GET", "/predict?gre=800&gpa=4&rank=1", {"Host": "localhost"}, None, 200),
     ("get-query-encoded", "GET", "/predict?gre=%36%34%30&gpa=3.3&rank=%32", {"Host": "localhost"}, None, 200),
     ("get-query-repeated", "GET", "/predict?gre=800&gre=700&gpa=4&rank=1", {"Host": "localhost"}, None, 400),
@@ -240,7 +252,7 @@ def test_keep_alive_pipelining_and_http10(server: LocalServer) -> None:
     assert out.index(b'"probability"') < out.index(b'"status":"ok"')
     # HTTP/1.0 without keep-alive: one answer, then the server closes.
     out = raw_exchange(server, b"GET /ping HTTP/1.0\r\n\r\n")
-    assert out.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in out
+    assert out.startswith(b"HTTP/1.1 200 OK") and b"connection: close" in out.lower()
 
 
 def test_chunked_body_and_expect_continue(server: LocalServer) -> None:
@@ -422,6 +434,19 @@ def test_model_from_an_s3_compatible_endpoint(model_path: Path, tmp_path: Path, 
             srv.stop()
         moto.terminate()
         moto.wait(timeout=30)
+
+
+def test_base_path_through_the_server(model_path: Path, tmp_path: Path) -> None:
+    # GIVEN make serve with BASE_PATH=/v1 (as behind a custom domain's mapping)
+    srv = LocalServer(model_path, tmp_path, "--quiet", env={"BASE_PATH": "/v1"})
+    try:
+        # THEN the API answers under /v1, and the page's files are still at the root
+        assert srv.api("GET", "/v1/ping")[0] == 200
+        status, doc = srv.api("POST", "/v1/predict", {"gre": 800, "gpa": 4, "rank": 1})
+        assert status == 200 and doc["result"] is True
+        assert srv.api("GET", "/v2/ping")[0] == 404
+    finally:
+        srv.stop()
 
 
 @pytest.mark.parametrize("args,env,says", [

@@ -287,11 +287,48 @@ def test_cors_preflight_is_open_and_gateway_errors_carry_cors_headers(
     responses = api_body["x-amazon-apigateway-gateway-responses"]
     for kind in ("DEFAULT_4XX", "DEFAULT_5XX"):
         headers = responses[kind]["responseParameters"]
-        assert headers["gatewayresponse.header.Access-Control-Allow-Origin"] == "'*'"
         assert "X-Api-Key" in headers["gatewayresponse.header.Access-Control-Allow-Headers"]
     # The function answers preflights with the origins from this parameter.
     scoring = functions_by_handler(resources)["handler.lambda_handler"]
     assert scoring["Properties"]["Environment"]["Variables"]["CORS_ORIGINS"] == {"Ref": "CorsOrigins"}
+
+
+def evaluate(value: Any, params: dict[str, str], conditions: dict[str, Any]) -> Any:
+    """The CloudFormation intrinsics the gateway responses use, evaluated for ``params`` (None: AWS::NoValue)."""
+    if isinstance(value, str):
+        return value
+    (fn, arg), = value.items()
+    if fn == "Ref":
+        return None if arg == "AWS::NoValue" else params[arg]
+    if fn == "Fn::Sub":
+        return re.sub(r"\$\{(\w+)\}", lambda m: params[m.group(1)], arg)
+    if fn == "Fn::Split":
+        return evaluate(arg[1], params, conditions).split(arg[0])
+    if fn == "Fn::Join":
+        return arg[0].join(evaluate(arg[1], params, conditions))
+    if fn == "Fn::Equals":
+        return evaluate(arg[0], params, conditions) == evaluate(arg[1], params, conditions)
+    if fn == "Fn::If":
+        chosen = evaluate(conditions[arg[0]], params, conditions)
+        return evaluate(arg[1] if chosen else arg[2], params, conditions)
+    raise AssertionError(f"unexpected intrinsic {fn}")
+
+
+@pytest.mark.parametrize("origins,allowed", [
+    ("*", "'*'"),
+    ("https://page.example", "'https://page.example'"),
+    # several: a static header cannot pick one, so none is allowed (never a broader '*')
+    ("https://page.example,https://other.example", None),
+])
+def test_gateway_errors_allow_the_cors_origins_parameter(cfn: dict[str, Any], api_body: dict[str, Any],
+                                                           origins: str, allowed: str | None) -> None:
+    # GIVEN CorsOrigins WHEN API Gateway answers by itself (403 without a key, 429, 504)
+    responses = api_body["x-amazon-apigateway-gateway-responses"]
+    for kind in ("DEFAULT_4XX", "DEFAULT_5XX"):
+        value = responses[kind]["responseParameters"]["gatewayresponse.header.Access-Control-Allow-Origin"]
+        # THEN the origin it allows is the parameter's, never a hard-coded '*'
+        assert evaluate(value, {"CorsOrigins": origins}, cfn["Conditions"]) == allowed
+        assert responses[kind]["responseParameters"]["gatewayresponse.header.Vary"] == "'Origin'"
 
 
 def test_api_gateway_may_invoke_only_the_alias(resources: dict[str, Any]) -> None:
@@ -387,13 +424,17 @@ def test_model_uri_is_inside_what_the_scoring_role_may_read(source: dict[str, An
     assert key.endswith("/"), "the default MODEL_URI is the versioned folder the retrain function writes"
 
 
-def test_retrain_role_reads_data_and_writes_models_only(resources: dict[str, Any]) -> None:
+def test_retrain_role_reads_data_and_writes_its_model_folder_only(resources: dict[str, Any], source: dict[str, Any]) -> None:
     grants = s3_grants(resources, role_of(resources, "handler.retrain_handler"))
+    # the prefix it writes: the served model's folder (versions, manifests, pointer), not all of models/
     assert grants == {
-        "s3:GetObject": {BUCKET_ARN + "/data/*", BUCKET_ARN + "/models/*"},
-        "s3:PutObject": {BUCKET_ARN + "/models/*"},
+        "s3:GetObject": {BUCKET_ARN + "/data/*", BUCKET_ARN + "/${ModelKey}*"},
+        "s3:PutObject": {BUCKET_ARN + "/${ModelKey}*"},
         "s3:ListBucket": {BUCKET_ARN},
     }
+    # and MODEL_URI, where the trainer writes, is that folder
+    uri = source["Globals"]["Function"]["Environment"]["Variables"]["MODEL_URI"]
+    assert sub_text(uri).endswith("/${ModelKey}"), uri
 
 
 def test_batch_role_writes_outputs_only(resources: dict[str, Any]) -> None:

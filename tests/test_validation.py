@@ -121,12 +121,40 @@ def test_base64_garbage_and_non_utf8(app, event, context):
     assert answer["statusCode"] == 400 and "UTF-8" in json.loads(answer["body"])["message"]
 
 
-def test_wrong_content_type_is_415(app, event, context):
+@pytest.mark.parametrize("ctype", ["multipart/form-data; boundary=x", "application/xml", "text/csv",
+                                   "application/json, application/xml"])
+def test_a_type_that_is_not_json_is_415(app, event, context, ctype):
     ev = event("apigw_rest_post_predict.json")
-    ev["headers"]["Content-Type"] = "application/x-www-form-urlencoded"
+    ev["headers"]["Content-Type"] = ctype
     answer = app.handle(ev, context)
     assert answer["statusCode"] == 415
     assert "application/json" in json.loads(answer["body"])["message"]
+    assert answer["headers"]["Access-Control-Allow-Origin"] == "*"
+
+
+@pytest.mark.parametrize("ctype", [None, "application/json", "application/json; charset=utf-8", "text/plain",
+                                   "text/plain;charset=UTF-8", "application/x-www-form-urlencoded",
+                                   "application/vnd.api+json"])
+def test_json_under_a_default_type_is_scored(app, event, context, ctype):
+    # GIVEN a JSON body sent as curl -d (form-urlencoded) or a page avoiding a preflight (text/plain) would
+    ev = event("apigw_rest_post_predict.json")
+    expected = json.loads(app.handle(ev, context)["body"])
+    ev["headers"].pop("Content-Type", None)
+    if ctype is not None:
+        ev["headers"]["Content-Type"] = ctype
+    # THEN it is scored like application/json
+    answer = app.handle(ev, context)
+    assert answer["statusCode"] == 200 and json.loads(answer["body"]) == expected
+
+
+def test_http_api_comma_joined_content_types(app, event, context):
+    # GIVEN an HTTP API 2.0 event whose repeated Content-Type headers arrive joined by a comma
+    ev = event("apigw_http_post_predict.json")
+    expected = app.handle(ev, context)["body"]
+    ev["headers"]["content-type"] = "application/json,application/json"
+    assert app.handle(ev, context)["body"] == expected
+    ev["headers"]["content-type"] = "application/json,multipart/form-data"
+    assert app.handle(ev, context)["statusCode"] == 415
 
 
 def test_duplicated_query_parameter(app, event, context):
@@ -134,6 +162,33 @@ def test_duplicated_query_parameter(app, event, context):
     ev["multiValueQueryStringParameters"]["gre"] = ["800", "300"]
     answer = app.handle(ev, context)
     assert answer["statusCode"] == 400 and "gre" in json.loads(answer["body"])["message"]
+
+
+def test_a_repeated_parameter_that_is_no_field_is_ignored(app, event, context):
+    # GIVEN a GET whose tracking parameter repeats (REST multiValueQueryStringParameters and HTTP API rawQueryString)
+    ev = event("apigw_rest_get_predict.json")
+    expected = json.loads(app.handle(ev, context)["body"])
+    ev["multiValueQueryStringParameters"]["utm"] = ["a", "b"]
+    ev["queryStringParameters"]["utm"] = "b"
+    # THEN it is scored as without it
+    answer = app.handle(ev, context)
+    assert answer["statusCode"] == 200 and json.loads(answer["body"]) == expected
+    http = event("apigw_http_get_metadata.json")
+    http["rawPath"] = http["requestContext"]["http"]["path"] = "/predict"
+    http["rawQueryString"] = "gre=800&gpa=4&rank=1&utm=a&utm=b"
+    assert json.loads(app.handle(http, context)["body"])["probability"] == expected["probability"]
+    http["rawQueryString"] = "gre=800&gpa=4&rank=1&rank=2"
+    assert app.handle(http, context)["statusCode"] == 400
+
+
+def test_a_post_ignores_its_query_string(app, event, context):
+    # GIVEN a POST whose URL repeats parameters, even the model's own: the body is the input
+    ev = event("apigw_rest_post_predict.json")
+    expected = json.loads(app.handle(ev, context)["body"])
+    ev["queryStringParameters"] = {"utm": "b", "gre": "300"}
+    ev["multiValueQueryStringParameters"] = {"utm": ["a", "b"], "gre": ["200", "300"]}
+    answer = app.handle(ev, context)
+    assert answer["statusCode"] == 200 and json.loads(answer["body"]) == expected
 
 
 def test_next_valid_request_after_errors_is_right(app, event, context):
