@@ -123,9 +123,15 @@ class Zip:
 
     def __init__(self, path: Path, endpoint: str, scratch: Path) -> None:
         sys.path.insert(0, str(ROOT / "tests"))
-        from sandbox import Sandbox
+        from sandbox import Sandbox, base_python, find_python
 
         self.path = path
+        # the zip's compiled extensions are for one CPython: its report names it
+        report_path = path.with_name(path.name.removesuffix(".zip") + ".report.json")
+        self.report = json.loads(report_path.read_text()) if report_path.exists() else {}
+        python = find_python(self.report["python"]) if self.report.get("python") else base_python()
+        if python is None:
+            raise SystemExit(f"no CPython {self.report['python']} here for {path} (pyenv or PATH)")
         task_root = scratch / "task"
         with zipfile.ZipFile(path) as zf:
             self.names = set(zf.namelist())
@@ -137,7 +143,7 @@ class Zip:
                 os.chmod(task_root / info.filename, mode & 0o7777)
         self.scratch = scratch
         env = {"MODEL_URI": f"s3://{BUCKET}/{KEY}", "AWS_ENDPOINT_URL": endpoint, "LOG_LEVEL": "WARNING"}
-        self.sandbox = Sandbox.create(task_root, scratch / "tmp-0", env)
+        self.sandbox = Sandbox.create(task_root, scratch / "tmp-0", env, python=python)
         self.count = 0
 
     def describe(self) -> dict[str, Any]:
@@ -145,6 +151,7 @@ class Zip:
         stat = self.path.stat()
         return {"path": str(self.path), "bytes": stat.st_size,
                 "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stat.st_mtime)),
+                "python": self.report.get("python"), "r_version": self.report.get("r_version"),
                 "has_this_trees_warm_up": "rlambda/snapstart.py" in self.names}
 
     def cold_start(self) -> dict[str, Any]:
