@@ -117,3 +117,24 @@ def test_served_answers_equal_r_with_its_usual_packages(model_path: Path, make_a
                                                   check=True).stdout.split()]
     # THEN the numbers are the same
     assert served == pytest.approx(expected, abs=1e-12, rel=0)
+
+
+def test_a_local_model_never_imports_boto3_or_robjects(model_path: Path, tmp_path: Path) -> None:
+    """What the first answer does not need is not imported: boto3 only for s3:// models."""
+    # GIVEN a new process serving a local model file WHEN Lambda's init runs and one request is answered
+    code = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        import handler
+        out = handler.lambda_handler({{"gre": 800, "gpa": 4, "rank": 1}}, None)
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("boto3", "botocore", "s3transfer")
+                        or m.startswith("rpy2.robjects"))
+        print(json.dumps({{"result": out["result"], "loaded": loaded, "model_at_init": handler.app._model is not None}}))
+    """)
+    env = {**os.environ, "MODEL_URI": str(model_path), "MODEL_CACHE_DIR": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    # THEN the model was read at init, the answer is right, and neither boto3 nor robjects was imported
+    assert seen["result"] is True and seen["model_at_init"] is True
+    assert seen["loaded"] == []
