@@ -136,8 +136,15 @@ class S3Blobs:
         return str(out.get("ETag", "")).strip('"')
 
     def upload(self, key: str, path: str | os.PathLike[str], content_type: str = "text/csv") -> None:
-        """Multipart upload of a local file when it is large."""
-        self.s3.upload_file(str(path), self.bucket, key, ExtraArgs={"ContentType": content_type})
+        """Multipart upload of a local file when it is large.
+
+        s3transfer, which boto3's ``upload_file`` runs, used directly: it
+        works on any S3 client, a plain botocore one included.
+        """
+        from s3transfer.manager import TransferManager
+
+        with TransferManager(self.s3) as manager:
+            manager.upload(str(path), self.bucket, key, extra_args={"ContentType": content_type}).result()
 
     def exists(self, key: str) -> bool:
         """A HEAD request."""
