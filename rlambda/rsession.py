@@ -113,20 +113,21 @@ def _find_r_home() -> None:
 
 
 # The packages R attaches at start. R's default adds datasets, grDevices,
-# graphics and methods; methods alone costs about 70 ms of a cold start.
-# stats is what lm/glm need; loading its namespace loads utils anyway, so
+# graphics and methods, methods being the costly one: `Rscript -e NULL` took
+# about 0.2 s with the defaults and about 0.1 s with these two here (a busy
+# machine). stats is what lm/glm need; loading its namespace loads utils anyway, so
 # attaching utils is nearly free and keeps serve.R's and training.R's plain
 # calls (getS3method, read.csv) working. A model's own packages are loaded
 # with it (serve.R's rl_require), and with them whatever they import
 # (methods for S4 classes). R_DEFAULT_PACKAGES in the environment wins.
 DEFAULT_PACKAGES = "utils,stats"
 
-# R's JIT compiles every closure before its first call: reading a model ran
-# serve.R's helpers once each, and compiling them took about 60 ms of the
-# load and 10 ms of the first answer, for no gain on a single call. Package
-# code is byte-compiled when installed either way, and the one-row scoring
-# path measured the same interpreted (bench/bench_handler.py). R_ENABLE_JIT
-# in the environment wins.
+# R's JIT compiles every closure before its first call: reading a model runs
+# serve.R's helpers once each, and compiling them took about 50 ms of the
+# load and 10 ms of the first answer here, for no gain on a single call.
+# Package code is byte-compiled when installed either way, and one row's
+# p50 through lambda_handler measured the same with the JIT off (README,
+# "Measured"). R_ENABLE_JIT in the environment wins.
 JIT_LEVEL = "0"
 
 
