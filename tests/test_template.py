@@ -366,10 +366,10 @@ def test_snapstart_on_the_scoring_functions_published_versions(resources: dict[s
     assert scoring["SnapStart"] == {"Fn::If": ["UseSnapStart", {"ApplyOn": "PublishedVersions"},
                                                {"Ref": "AWS::NoValue"}]}
     assert source["Parameters"]["SnapStart"]["Default"] == "true"
-    # on by default, off when asked or on python3.11 (SnapStart for Python starts at 3.12)
-    assert source["Conditions"]["UseSnapStart"] == {"Fn::And": [
-        {"Fn::Equals": [{"Ref": "SnapStart"}, "true"]},
-        {"Fn::Not": [{"Fn::Equals": [{"Ref": "PythonRuntime"}, "python3.11"]}]}]}
+    # on by default, off when asked; every runtime allowed has it (SnapStart for Python starts at 3.12)
+    assert source["Conditions"]["UseSnapStart"] == {"Fn::Equals": [{"Ref": "SnapStart"}, "true"]}
+    allowed = source["Parameters"]["PythonRuntime"]["AllowedValues"]
+    assert all(tuple(int(x) for x in r.removeprefix("python").split(".")) >= (3, 12) for r in allowed)
     # and nothing SnapStart refuses: provisioned concurrency, EFS, more than 512 MB of /tmp
     assert "ProvisionedConcurrencyConfig" not in source["Resources"]["ScoringFunction"]["Properties"]
     assert not of_type(resources, "AWS::EFS::FileSystem")
