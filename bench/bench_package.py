@@ -8,8 +8,9 @@ machine, rpy2 API mode for the venv's CPython 3.11). For each: zip size,
 GLIBC floor, and cold start in the Lambda-like bubblewrap sandbox of
 tests/sandbox.py (a new runtime process, from just before it is spawned to
 the handler's first answer, the model already in /tmp; wall time, and the
-process's CPU time, which a busy machine disturbs less), each on the Python
-the zip is built for. The current zip's cold start is also measured under Lambda's
+runtime process's CPU time (its own and its children's, read by the
+bootstrap), which a busy machine disturbs less), each on the Python the zip
+is built for. The current zip's cold start is also measured under Lambda's
 own runtime client (awslambdaric against tests/runtime_api.py). Build times:
 a cached rebuild (warm build/cache), and with --from-nothing a build with an
 empty cache (debootstrap, apt-get, R's configure/make, the wheels; several
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -73,9 +73,8 @@ def cold_starts(sandbox: Sandbox, event: dict[str, Any], runs: int) -> dict[str,
     sandbox.invoke([event]).responses()  # warm-up: page cache, model in /tmp
     firsts, inits, cpus = [], [], []
     for _ in range(runs):
-        cpu0 = children_cpu()
         run = sandbox.invoke([event])
-        cpus.append(children_cpu() - cpu0)
+        cpus.append(run.timing["cpu_s"])
         assert "probability" in run.responses()[0]
         firsts.append(run.timing["cold_start_s"])
         inits.append(run.timing["init_s"])
@@ -83,26 +82,14 @@ def cold_starts(sandbox: Sandbox, event: dict[str, Any], runs: int) -> dict[str,
             "new_process_to_handler_imported_s": summary(inits), "cpu_s": summary(cpus)}
 
 
-def children_cpu() -> float:
-    """User + system CPU seconds of the waited-for child processes so far.
-
-    A whole cold process's CPU time (bwrap, Python, R, any subprocess) moves
-    far less with the machine's load than its wall time does.
-    """
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def cold_starts_ric(sandbox: Sandbox, event: dict[str, Any], runs: int) -> dict[str, Any]:
     """``runs`` fresh `python -m awslambdaric` processes, each answering one event from the Runtime API."""
-    firsts, cpus = [], []
+    firsts = []
     for _ in range(runs):
-        cpu0 = children_cpu()
         outcomes, _, log_text, first = run_runtime_client(sandbox, [event])
-        cpus.append(children_cpu() - cpu0)  # killed once it answered: init + first answer
         assert outcomes and outcomes[0].kind == "response" and "probability" in outcomes[0].body, log_text[-2000:]
         firsts.append(first)
-    return {"runs": runs, "new_process_to_first_answer_s": summary(firsts), "cpu_s": summary(cpus)}
+    return {"runs": runs, "new_process_to_first_answer_s": summary(firsts)}
 
 
 def timed_build(args: list[str], env: dict[str, str]) -> float:

@@ -96,7 +96,12 @@ def main(events_path, result_path):
         result["ms"] = (time.time() - t) * 1000
         result["t_done"] = time.time()
         out.append(result)
-    json.dump({"t_start": T_START, "t_import": t0, "t_init_done": t_init, "results": out},
+    # CPU seconds of this process and its waited-for children (any Rscript),
+    # which a busy machine disturbs far less than wall time.
+    import resource
+    cpu = sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+    json.dump({"t_start": T_START, "t_import": t0, "t_init_done": t_init, "results": out, "cpu_s": cpu},
               open(result_path, "w"), default=str)
 
 
@@ -442,6 +447,7 @@ class Sandbox:
                 "process_start_s": data["t_start"] - t0,
                 "init_s": data["t_init_done"] - t0,
                 "init_import_handler_s": data["t_init_done"] - data["t_import"],
+                "cpu_s": data["cpu_s"],
             }
             if run.results:
                 run.timing["cold_start_s"] = run.results[0]["t_done"] - t0
