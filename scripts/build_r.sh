@@ -63,7 +63,7 @@ if [ -z "${R_BUILD_MIRROR:-}" ]; then
   # The mirror apt already uses, from deb822 .sources or one-line .list files.
   R_BUILD_MIRROR=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/ {print $2}' | grep -v security | head -1 || true)
   [ -n "$R_BUILD_MIRROR" ] || R_BUILD_MIRROR=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk '$1 == "deb" && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) {print $i; exit}}' || true)
-  [ -n "$R_BUILD_MIRROR" ] || R_BUILD_MIRROR=http://deb.debian.org/debian
+  [ -n "$R_BUILD_MIRROR" ] || { STEP="mirror"; die "no Debian mirror found in apt's sources; set R_BUILD_MIRROR"; }
 fi
 mkdir -p "$CACHE"
 
