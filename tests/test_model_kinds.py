@@ -247,6 +247,16 @@ def test_metadata_of_a_glm_with_every_predictor_type(apps):
     assert meta["kind"] == "binary" and meta["outputs"] == ["result", "probability"]
     assert meta["classes"] == ["0", "1"] and meta["positive_class"] == "1"
     assert meta["family"] == "binomial" and meta["link"] == "logit"
+    ranges = {p["name"]: p.pop("range") for p in meta["predictors"] if "range" in p}
+    assert set(ranges) == {"age", "parity_i", "spontaneous", "induced"}
+    # The example row and ranges come from the data the glm keeps (fit$data), as R summarises it.
+    script = ("inf <- transform(infert, parity_i = as.integer(parity), young = age < 30, edu_c = as.character(education));"
+              " cat(names(which.max(table(inf$edu_c))), median(inf$age), round(median(inf$parity_i)),"
+              " median(inf$spontaneous), median(inf$induced), mean(inf$young) > 0.5, range(inf$age), sep = '\\n')")
+    r = subprocess.run(["Rscript", "-e", script], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert meta["example"] == {"edu_c": r[0], "age": float(r[1]), "parity_i": int(float(r[2])),
+                               "spontaneous": float(r[3]), "induced": float(r[4]), "young": r[5] == "TRUE"}
+    assert ranges["age"] == [float(r[6]), float(r[7])]
     assert meta["predictors"] == [
         {"name": "edu_c", "type": "character", "levels": ["0-5yrs", "12+ yrs", "6-11yrs"]},
         {"name": "age", "type": "numeric"},
