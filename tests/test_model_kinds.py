@@ -333,7 +333,7 @@ def test_integer_text_and_whole_floats_are_accepted(apps, context):
 def test_integer_stored_numeric_column_takes_a_fraction(apps, fitted, tmp_path, context):
     """dataClasses decide: cyl_i is stored as integer but the lm calls it numeric."""
     app = apps["lm"]
-    assert {"name": "cyl_i", "type": "numeric"} in app.model().describe()["predictors"]
+    assert {"name": "cyl_i", "type": "numeric"} in app.model().prototype.describe()
     served = app.handle({**GOOD_LM, "cyl_i": 6.5}, context)["prediction"]
     script = tmp_path / "one.R"
     script.write_text(
@@ -350,7 +350,7 @@ def test_integer_stored_numeric_column_takes_a_fraction(apps, fitted, tmp_path, 
 def test_glm_on_read_csv_data_takes_a_fractional_gre(apps, fitted, tmp_path, context):
     """The issue's case: read.csv makes gre integer; the glm's dataClasses say numeric."""
     app = apps["glm_readcsv"]
-    assert {"name": "gre", "type": "numeric"} in app.model().describe()["predictors"]
+    assert {"name": "gre", "type": "numeric"} in app.model().prototype.describe()
     served = app.handle({"gre": 650.5, "gpa": 3.1, "rank": 2}, context)["probability"]
     script = tmp_path / "one.R"
     script.write_text(
