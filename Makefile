@@ -15,9 +15,9 @@ APT_PACKAGES := r-base-core bubblewrap chromium wrk r-cran-plumber r-cran-random
 	r-cran-ranger r-cran-caret r-cran-recipes zip unzip binutils curl shellcheck gcc \
 	python3 python3-venv python3-dev debootstrap patchelf
 
-.PHONY: setup system venv model serve test package bench reliability clean
+.PHONY: setup system venv model docs-ui serve test package bench reliability clean
 
-setup: system venv model
+setup: system venv model docs-ui
 
 # apt-get only when something is missing, so a set-up machine needs no root.
 # With recommends, as on the machine the suite was developed on (R's
@@ -43,6 +43,23 @@ $(VENV)/.installed: requirements.txt
 
 model: $(MODEL)
 
+# Swagger UI for the docs page (web/docs/), from the npm registry at a pinned
+# version (npm pack checks the registry's integrity hash); only the two files
+# the page loads are kept, beside it, so the page ships as one folder.
+SWAGGER_UI := swagger-ui-dist@5.35.0
+SWAGGER_DIR := web/docs/vendor
+docs-ui: $(SWAGGER_DIR)/.$(SWAGGER_UI)
+
+$(SWAGGER_DIR)/.$(SWAGGER_UI):
+	@# npm: Debian's package when the machine has no npm of its own
+	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; }
+	rm -rf build/npm && mkdir -p build/npm $(SWAGGER_DIR).tmp
+	cd build/npm && npm pack --silent $(SWAGGER_UI) >/dev/null
+	tar -xzf build/npm/swagger-ui-dist-*.tgz -C build/npm
+	cp build/npm/package/swagger-ui-bundle.js build/npm/package/swagger-ui.css build/npm/package/LICENSE $(SWAGGER_DIR).tmp/
+	touch $(SWAGGER_DIR).tmp/.$(SWAGGER_UI)
+	rm -rf $(SWAGGER_DIR) && mv $(SWAGGER_DIR).tmp $(SWAGGER_DIR)
+
 $(MODEL): models/train.R models/simulate.R
 	Rscript models/train.R --out $(MODEL)
 
@@ -64,6 +81,8 @@ bench: setup
 	$(PY) bench/bench_package.py
 	$(PY) bench/bench_batch.py
 	$(PY) bench/bench_check.py
+	$(PY) bench/bench_openapi.py
+	$(PY) bench/bench_page.py
 
 # Bad input, faults, fuzzing and a soak run; rewrites RELIABILITY.md (about 4 minutes).
 reliability: setup

@@ -40,9 +40,13 @@
 #' @param kind with `predict`: "regression", "binary", "multiclass" or "label"
 #' @param classes with `predict` and a classifier kind: the class names, in
 #'   the order of predict's probability columns
+#' @param example a data frame of example rows the service opens its page
+#'   with; by default three rows summarising `data`: the minimum, the median
+#'   and the maximum of each numeric predictor (the most frequent level of
+#'   each factor), so the service knows a typical row and each range.
 #' @return a list of class "rlambda_bundle"
 rlambda_bundle <- function(model, data, recipe = NULL, outcome = NULL,
-                           predict = NULL, kind = NULL, classes = NULL) {
+                           predict = NULL, kind = NULL, classes = NULL, example = NULL) {
   stopifnot(is.data.frame(data))
   if (!is.null(predict)) {
     if (!is.function(predict)) stop("predict must be a function(model, newdata)")
@@ -68,13 +72,31 @@ rlambda_bundle <- function(model, data, recipe = NULL, outcome = NULL,
   }
   bundle <- structure(
     list(model = model, recipe = recipe, ptype = ptype, levels = levels, packages = character(0),
-         predict = predict, kind = kind, classes = if (is.null(classes)) NULL else as.character(classes)),
+         predict = predict, kind = kind, classes = if (is.null(classes)) NULL else as.character(classes),
+         example = if (is.null(example)) rlambda_example(data[predictors]) else as.data.frame(example)),
     class = "rlambda_bundle"
   )
   # The packages are recorded now, where they are installed, so a service
   # that lacks one can still name it.
   bundle$packages <- rlambda_bundle_packages(bundle)
   bundle
+}
+
+# Three rows: min, median and max of each numeric column; the most frequent
+# value of any other column in all three.
+rlambda_example <- function(data) {
+  cols <- lapply(data, function(x) {
+    if (is.numeric(x) && any(is.finite(x))) {
+      v <- c(min(x[is.finite(x)]), stats::median(x[is.finite(x)]), max(x[is.finite(x)]))
+      if (is.integer(x)) as.integer(round(v)) else v
+    } else {
+      tab <- table(x)
+      top <- names(tab)[which.max(tab)]
+      if (is.factor(x)) factor(rep(top, 3L), levels = levels(x))
+      else if (is.logical(x)) rep(as.logical(top), 3L) else rep(top, 3L)
+    }
+  })
+  as.data.frame(cols, stringsAsFactors = FALSE, optional = TRUE)
 }
 
 rlambda_predictors <- function(model, data, recipe, outcome) {

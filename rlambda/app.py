@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import threading
 import time
 import uuid
 from typing import Any, Callable
 
-from . import logs, rsession
+from . import logs, openapi, rsession
 from .errors import (
     BadRequest,
     HTTPError,
@@ -28,6 +29,7 @@ from .errors import (
 )
 from .events import Request, Response, RestApiAdapter, adapter_for, check_json_content_type, query_row, strip_base_path
 from .model import Model, ModelLoadError, ModelUnsupported
+from .prototype import NUMBER_LIKE, _shown
 from .settings import Settings
 from .store import Location, ModelFile, Store
 
@@ -116,6 +118,36 @@ class _Prefetch:
         return self.value
 
 
+def _query_number(text: str) -> float | str:
+    """A decimal number from query text (any exponent), or the text itself."""
+    stripped = text.strip()
+    if NUMBER_LIKE.fullmatch(stripped):
+        number = float(stripped)
+        if math.isfinite(number):
+            return number
+    return text
+
+
+def _interval_level(model: Model, payload: dict[str, Any]) -> float | None:
+    """The confidence level a request asks for (``"interval": 0.95``), or None."""
+    if "interval" not in payload:
+        return None
+    if not model.has_interval:
+        raise BadRequest(
+            f"This {model.describe()['class']} model gives no interval; leave out interval.",
+            [Problem("interval", "is not available for this model")],
+        )
+    value = level = payload["interval"]
+    if type(level) is int:
+        level = float(level)
+    if type(level) is not float or not 0.0 < level < 1.0:
+        raise BadRequest(
+            f"interval must be a confidence level between 0 and 1 (exclusive), such as 0.95; got {_shown(value)}.",
+            [Problem("interval", "must be a number between 0 and 1, such as 0.95")],
+        )
+    return level
+
+
 class App:
     """The scoring service: routes, model life and error handling."""
 
@@ -136,7 +168,10 @@ class App:
             "/predict": {"GET": self.predict_get, "POST": self.predict_post},
             "/ping": {"GET": self.ping},
             "/metadata": {"GET": self.metadata},
+            "/openapi.json": {"GET": self.openapi},
         }
+        # (model, document): rebuilt only when another model is served.
+        self._openapi: tuple[Model, dict[str, Any]] | None = None
 
     # -- model life -------------------------------------------------------
 
@@ -350,7 +385,7 @@ class App:
         methods = self._routes.get(path)
         if methods is None:
             raise NotFound(
-                f"No route {path}; use POST /predict, GET /predict, GET /ping or GET /metadata.",
+                f"No route {path}; use POST /predict, GET /predict, GET /ping, GET /metadata or GET /openapi.json.",
                 [Problem("path", f"{path} is not a route")],
             )
         if request.method == "OPTIONS":
@@ -408,20 +443,25 @@ class App:
                     f"{len(rows)} rows is more than the {limit} allowed per request; split the batch.",
                     [Problem("instances", f"has {len(rows)} rows, more than {limit}")],
                 )
-            return {"predictions": model.predict(rows, "instances"), "model": model.source.provenance()}
+            level = _interval_level(model, payload)
+            return {"predictions": model.predict(rows, "instances", level), "model": model.source.provenance()}
         if not isinstance(payload, dict):
             names = ", ".join(p.name for p in model.prototype.predictors)
             raise BadRequest(
                 f"The body must be a JSON object with {names}, or {{\"instances\": [...]}}.",
                 [Problem("body", "must be a JSON object")],
             )
-        result = model.predict([payload])[0]
+        result = model.predict([payload], None, _interval_level(model, payload))[0]
         return {**result, "model": model.source.provenance()}
 
     def predict_get(self, request: Request) -> Response:
         """GET /predict?gre=&gpa=&rank=: one row from the query string (the original API)."""
         fields = [p.name for p in self.model().prototype.predictors]
-        return Response(200, self.score(query_row(request.read_query(), fields)))
+        query: dict[str, Any] = query_row(request.read_query(), [*fields, "interval"])
+        if "interval" in query:
+            # text in a query string; a JSON number in a body
+            query["interval"] = _query_number(query["interval"])
+        return Response(200, self.score(query))
 
     def ping(self, request: Request) -> Response:
         """GET /ping: 200 only when R and the model are loaded."""
@@ -443,6 +483,14 @@ class App:
                 "python_version": sys.version.split()[0],
             },
         )
+
+    def openapi(self, request: Request) -> Response:
+        """GET /openapi.json: the OpenAPI 3.1 document of the served model (built once per model)."""
+        model = self.model()
+        cached = self._openapi
+        if cached is None or cached[0] is not model:
+            cached = self._openapi = (model, openapi.build(model, self.settings))
+        return Response(200, cached[1])
 
     def _check_body(self, request: Request) -> None:
         check_json_content_type(request.headers.get("content-type"))

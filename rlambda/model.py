@@ -46,6 +46,7 @@ class Model:
         self.kind: str = rmodel.kind
         self.classes: list[str] = [str(c) for c in self.description.get("classes") or []]
         self.prototype = Prototype.from_description(self.description)
+        self.example, self.ranges = _explained(rmodel.explain, self.prototype)
         unsupported = self.prototype.unsupported()
         if unsupported:
             names = ", ".join(f"{p.name} ({p.type})" for p in unsupported)
@@ -81,7 +82,13 @@ class Model:
             "formula": self._first("formula") or None,
             "preprocessing": self._first("preprocessing") or None,
             "packages": [str(p) for p in self.description.get("packages") or []],
-            "predictors": self.prototype.describe(),
+            "predictors": [
+                {**p, "range": self.ranges[p["name"]]} if p["name"] in self.ranges else p
+                for p in self.prototype.describe()
+            ],
+            # A typical row (median / most frequent level), as vetiver's prototype carries one.
+            "example": dict(self.example),
+            "interval": self.has_interval,
             "threshold": self.threshold if self.kind == "binary" else None,
             "outputs": _OUTPUTS[self.kind],
             "served_by": self._first("served_by") or None,
@@ -111,22 +118,39 @@ class Model:
             "reference": str(one("reference") or ""),
         }
 
-    def predict(self, rows: Sequence[Any], prefix: str | None = None) -> list[dict[str, Any]]:
-        """Validate and score rows in one R call; one result dict per row."""
+    @property
+    def has_interval(self) -> bool:
+        """True when the API can return a confidence interval (lm, glm)."""
+        return self._r.has_interval
+
+    def predict(
+        self, rows: Sequence[Any], prefix: str | None = None, interval: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Validate and score rows in one R call; one result dict per row.
+
+        With ``interval`` (a level in (0, 1), lm/glm only), each row also gets
+        ``interval: {level, lower, upper}`` on the response scale, from R.
+        """
         columns = self.prototype.columns(rows, prefix)
         try:
             values = self._r.score(list(columns.values()), len(rows))
+            bounds = self._r.interval(list(columns.values()), len(rows), interval) if interval is not None else None
         except rsession.RError as exc:
             log.error("R failed to score", extra={"r_error": str(exc), "rows": len(rows)})
             raise InternalError("The model failed to score these rows; the error is logged.") from None
         if self.kind == "binary":
             threshold = self.threshold
-            return [{"result": p > threshold, "probability": _finite(p)} for p in values]
-        if self.kind == "multiclass":
-            return _multiclass(values, len(rows), self.classes)
-        if self.kind == "label":
-            return [{"class": _label(v, self.classes)} for v in values]
-        return [{"prediction": _finite(v)} for v in values]
+            out = [{"result": p > threshold, "probability": _finite(p)} for p in values]
+        elif self.kind == "multiclass":
+            out = _multiclass(values, len(rows), self.classes)
+        elif self.kind == "label":
+            out = [{"class": _label(v, self.classes)} for v in values]
+        else:
+            out = [{"prediction": _finite(v)} for v in values]
+        if bounds is not None:
+            for row, lower, upper in zip(out, *bounds):
+                row["interval"] = {"level": interval, "lower": _finite(lower), "upper": _finite(upper)}
+        return out
 
 
 _OUTPUTS = {
@@ -153,6 +177,31 @@ def _multiclass(values: Sequence[float], n: int, classes: Sequence[str]) -> list
 def _label(pick: float, classes: Sequence[str]) -> str | None:
     """The class named by R's 1-based index; None (null) for NaN or out of range."""
     return classes[int(pick) - 1] if math.isfinite(pick) and 1 <= pick <= len(classes) else None
+
+
+def _explained(explain: dict[str, Any], prototype: Prototype) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """The example row (JSON values by predictor type) and numeric ranges from explain.R."""
+    example_r = explain.get("example") or {}
+    ranges_r = explain.get("ranges") or {}
+    example: dict[str, Any] = {}
+    ranges: dict[str, list[float]] = {}
+    for p in prototype.predictors:
+        value = example_r.get(p.name)
+        value = value[0] if isinstance(value, list) and len(value) == 1 else None
+        if value is not None:
+            if p.type == "integer":
+                value = int(value)
+            elif p.type == "numeric":
+                value = float(value)
+            elif p.type == "logical":
+                value = bool(value)
+            else:
+                value = str(value)
+        example[p.name] = value
+        rng = ranges_r.get(p.name)
+        if isinstance(rng, list) and len(rng) == 2 and all(isinstance(v, float) and math.isfinite(v) for v in rng):
+            ranges[p.name] = [float(rng[0]), float(rng[1])]
+    return example, ranges
 
 
 def _finite(value: float) -> float | None:

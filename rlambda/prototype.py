@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from array import array
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -19,10 +20,23 @@ from .errors import BadRequest, Problem
 from .rsession import Column, Factor, Integer, Logical, Numeric, Text
 
 # Numbers as JSON sends them, or as text (the original client sent strings).
-# Stricter than float(): no "nan", "inf", "1_000" or surrounding junk.
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+# Stricter than float(): no "nan", "inf", "1_000" or surrounding junk. Text
+# is bounded (200 significant integer digits, a 2-digit exponent) so that
+# every string this accepts is a finite double: then the OpenAPI document
+# (openapi.py) states the rule exactly as a pattern, with nothing a pattern
+# cannot say (such as "not past 1.8e308").
+NUMBER_TEXT = r"[+-]?(?:0*\d{1,200}(?:\.\d*)?|\.\d+)(?:[eE][+-]?0*\d{1,2})?"
+# Whole numbers as text: at most 9 significant digits, always within R's integers.
+INTEGER_TEXT = r"[+-]?0*\d{1,9}"
+LOGICAL_TEXT = r"[Tt][Rr][Uu][Ee]|[Tt]|[Yy][Ee][Ss]|1|[Ff][Aa][Ll][Ss][Ee]|[Ff]|[Nn][Oo]|0"
+_NUMBER = re.compile(NUMBER_TEXT)
+NUMBER_LIKE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_INTEGER = re.compile(INTEGER_TEXT)
 _TRUE = {"true", "t", "yes", "1"}
 _FALSE = {"false", "f", "no", "0"}
+# The largest double as an exact int: a JSON integer past it is refused,
+# where float() would round some of them down to it.
+MAX_DOUBLE_INT = int(sys.float_info.max)
 MAX_PROBLEMS = 20
 # R integers are 32-bit; -2**31 is R's NA_integer_.
 _INT_MAX = 2**31 - 1
@@ -91,23 +105,25 @@ class Predictor:
                 return value
             return "must be a finite number"
         if kind is int:
-            try:
+            if -MAX_DOUBLE_INT <= value <= MAX_DOUBLE_INT:
                 return float(value)
-            except OverflowError:
-                return "is too large for a number"
+            return "is too large for a number"
         if kind is str:
             text = value.strip()
             if _NUMBER.fullmatch(text):
                 number = float(text)
                 if math.isfinite(number):
                     return number
-                return "is too large for a number"
+            if NUMBER_LIKE.fullmatch(text):
+                return "is too large for a number as text (at most a 2-digit exponent); send a JSON number"
         if value is None:
             return "is required: send " + self.expected()
         return f"must be {self.expected()}, got {_shown(value)}"
 
     def parse_integer(self, value: Any) -> int | str:
         """An int within R's integer range, or the problem with ``value``."""
+        if type(value) is str and not _INTEGER.fullmatch(value.strip()):
+            return f"must be {self.expected()} (at most 9 digits as text), got {_shown(value)}"
         number = self.parse_number(value)
         if type(number) is str:
             return number.replace("a finite number", self.expected())

@@ -25,6 +25,8 @@ from typing import Any, Callable, Sequence, Union
 
 _HERE = Path(__file__).resolve().parent
 _HELPERS = _HERE / "serve.R"
+# Evaluated after serve.R into the same environment (example rows, intervals).
+_EXPLAIN = _HERE / "explain.R"
 
 # Where to look for R when R_HOME is not set: a trimmed R bundled beside this
 # package (the Lambda zip), then the usual system locations. Setting R_HOME
@@ -222,6 +224,7 @@ def start() -> None:
             env = ri.baseenv["new.env"]()
             try:
                 ri.evalr(_HELPERS.read_text(encoding="utf-8"), envir=env)
+                ri.evalr(_EXPLAIN.read_text(encoding="utf-8"), envir=env)
             except ri.embedded.RRuntimeError as exc:
                 raise RUnavailable(f"cannot define the R helpers: {exc}") from exc
             for name in ("rl_read", "rl_load", "rl_packages", "rl_version"):
@@ -335,19 +338,29 @@ class RModel:
     def __init__(self, path: str | os.PathLike[str], check: bool = True) -> None:
         start()
         self._scorer: Any = None
+        self._interval: Any = None
+        self.explain: dict[str, Any] = {}
         # kept: __del__ may run while the interpreter shuts down, when
         # lock()'s import no longer works
         self._lock = lock()
         with self._lock:
-            loaded = None
+            loaded = explain = parts = None
             try:
                 # check=False skips the comparison with R's own predict (benchmarks only)
                 loaded = _call("rl_load", _ri.StrSexpVector([str(path)]), _ri.BoolSexpVector([check]))
-                # rl_load returns list(description = ..., scorer = ...)
+                # rl_load returns list(description = ..., scorer = ..., explain = ...)
                 self.description: dict[str, Any] = _py(loaded[0])
                 self._scorer = loaded[1]
+                # explain.R's part: example row and ranges (plain data) and the
+                # interval closure, or NULL (an R helper set without explain.R).
+                explain = loaded[2] if len(loaded) > 2 else _ri.NULL
+                if explain is not _ri.NULL:
+                    parts = dict(zip(explain.names, explain))
+                    self.explain = {"example": _py(parts["example"]), "ranges": _py(parts["ranges"])}
+                    if parts["interval"] is not _ri.NULL:
+                        self._interval = parts["interval"]
             finally:
-                del loaded
+                del loaded, explain, parts
         self.width = len(self.description.get("classes") or []) + 1 if self.kind == "multiclass" else 1
 
     @property
@@ -381,6 +394,32 @@ class RModel:
             finally:
                 del cols, count, out
 
+    @property
+    def has_interval(self) -> bool:
+        """True when R can give a confidence interval for this model (lm, glm)."""
+        return self._interval is not None
+
+    def interval(self, columns: Sequence[Column], n: int, level: float) -> tuple[list[float], list[float]]:
+        """Lower and upper bounds of the ``level`` confidence interval, from R (explain.R)."""
+        ri = _ri
+        with lock():
+            cols = count = lvl = out = None
+            try:
+                cols = ri.ListSexpVector([_to_r(col) for col in columns])
+                count = ri.IntSexpVector([n])
+                lvl = ri.FloatSexpVector([level])
+                try:
+                    out = self._interval(cols, count, lvl)
+                except ri.embedded.RRuntimeError as exc:
+                    raise _error(exc) from exc
+                if not isinstance(out, ri.FloatSexpVector) or len(out) != 2 * n:
+                    raise RError(f"the interval gave {len(out)} values for {n} rows, expected {2 * n}")
+                values = _doubles_of(out, 2 * n)
+            finally:
+                # R objects are released under the lock, like the scorer's
+                del cols, count, lvl, out
+        return values[:n], values[n:]
+
     def _call_scorer(self, *args: Any) -> Any:
         return _r_call(self._scorer, *args)
 
@@ -388,9 +427,10 @@ class RModel:
         # The last holder of a swapped-out model may be any request thread:
         # the scorer (an R closure holding the fitted object) is let go
         # under the lock, wherever that happens.
-        if getattr(self, "_scorer", None) is not None:
+        if getattr(self, "_scorer", None) is not None or getattr(self, "_interval", None) is not None:
             with self._lock:
                 self._scorer = None
+                self._interval = None
 
 
 def packages(path: str | os.PathLike[str], recursive: bool = False) -> list[str]:

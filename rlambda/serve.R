@@ -908,7 +908,9 @@ rl_load <- function(path, check = TRUE) {
       served_by = out$entry,
       check = checked
     ),
-    scorer = scorer
+    scorer = scorer,
+    # explain.R (evaluated beside this file): example row, ranges, intervals.
+    explain = if (exists("rl_explain", mode = "function")) rl_explain(fit, proto)
   )
 }
 

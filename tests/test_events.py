@@ -60,6 +60,8 @@ def test_ping_and_metadata_on_default_stage(app, event, context):
     assert ping["statusCode"] == 200 and body_of(ping)["status"] == "ok"
     meta = body_of(app.handle(event("apigw_http_get_metadata.json"), context))
     assert meta["kind"] == "binary" and meta["threshold"] == 0.5
+    # Numeric predictors also carry their observed range (the page's what-if chart sweeps it).
+    assert [p.pop("range") for p in meta["predictors"][:2]] == [[220.0, 800.0], [2.26, 4.0]]
     assert meta["predictors"] == [
         {"name": "gre", "type": "numeric"},
         {"name": "gpa", "type": "numeric"},

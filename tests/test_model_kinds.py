@@ -247,6 +247,16 @@ def test_metadata_of_a_glm_with_every_predictor_type(apps):
     assert meta["kind"] == "binary" and meta["outputs"] == ["result", "probability"]
     assert meta["classes"] == ["0", "1"] and meta["positive_class"] == "1"
     assert meta["family"] == "binomial" and meta["link"] == "logit"
+    ranges = {p["name"]: p.pop("range") for p in meta["predictors"] if "range" in p}
+    assert set(ranges) == {"age", "parity_i", "spontaneous", "induced"}
+    # The example row and ranges come from the data the glm keeps (fit$data), as R summarises it.
+    script = ("inf <- transform(infert, parity_i = as.integer(parity), young = age < 30, edu_c = as.character(education));"
+              " cat(names(which.max(table(inf$edu_c))), median(inf$age), round(median(inf$parity_i)),"
+              " median(inf$spontaneous), median(inf$induced), mean(inf$young) > 0.5, range(inf$age), sep = '\\n')")
+    r = subprocess.run(["Rscript", "-e", script], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert meta["example"] == {"edu_c": r[0], "age": float(r[1]), "parity_i": int(float(r[2])),
+                               "spontaneous": float(r[3]), "induced": float(r[4]), "young": r[5] == "TRUE"}
+    assert ranges["age"] == [float(r[6]), float(r[7])]
     assert meta["predictors"] == [
         {"name": "edu_c", "type": "character", "levels": ["0-5yrs", "12+ yrs", "6-11yrs"]},
         {"name": "age", "type": "numeric"},
@@ -323,7 +333,7 @@ def test_integer_text_and_whole_floats_are_accepted(apps, context):
 def test_integer_stored_numeric_column_takes_a_fraction(apps, fitted, tmp_path, context):
     """dataClasses decide: cyl_i is stored as integer but the lm calls it numeric."""
     app = apps["lm"]
-    assert {"name": "cyl_i", "type": "numeric"} in app.model().describe()["predictors"]
+    assert {"name": "cyl_i", "type": "numeric"} in app.model().prototype.describe()
     served = app.handle({**GOOD_LM, "cyl_i": 6.5}, context)["prediction"]
     script = tmp_path / "one.R"
     script.write_text(
@@ -340,7 +350,7 @@ def test_integer_stored_numeric_column_takes_a_fraction(apps, fitted, tmp_path, 
 def test_glm_on_read_csv_data_takes_a_fractional_gre(apps, fitted, tmp_path, context):
     """The issue's case: read.csv makes gre integer; the glm's dataClasses say numeric."""
     app = apps["glm_readcsv"]
-    assert {"name": "gre", "type": "numeric"} in app.model().describe()["predictors"]
+    assert {"name": "gre", "type": "numeric"} in app.model().prototype.describe()
     served = app.handle({"gre": 650.5, "gpa": 3.1, "rank": 2}, context)["probability"]
     script = tmp_path / "one.R"
     script.write_text(

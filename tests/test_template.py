@@ -225,6 +225,7 @@ def test_routes_are_proxy_integrations_of_the_live_alias(api_body: dict[str, Any
         ("/predict", "post"), ("/predict", "get"), ("/predict", "options"),
         ("/ping", "get"),
         ("/metadata", "get"), ("/metadata", "options"),
+        ("/openapi.json", "get"), ("/openapi.json", "options"),
     }
     (alias_id,) = of_type(resources, "AWS::Lambda::Alias")
     for path, methods in api_body["paths"].items():
@@ -247,6 +248,7 @@ def test_api_key_on_prediction_routes_only(api_body: dict[str, Any]) -> None:
     assert api_body["securityDefinitions"]["api_key"] == {"type": "apiKey", "name": "x-api-key", "in": "header"}
     # /ping, /metadata and preflights declare no security at all (open).
     assert api_body["paths"]["/ping"]["get"]["security"] == []
+    assert api_body["paths"]["/openapi.json"]["get"]["security"] == []
 
 
 def test_usage_plan_links_the_key_to_the_stage_with_throttle_and_quota(resources: dict[str, Any]) -> None:
@@ -282,7 +284,7 @@ def test_stage_throttles_the_open_routes_too(resources: dict[str, Any]) -> None:
 def test_cors_preflight_is_open_and_gateway_errors_carry_cors_headers(
     api_body: dict[str, Any], resources: dict[str, Any]
 ) -> None:
-    for path in ("/predict", "/metadata"):
+    for path in ("/predict", "/metadata", "/openapi.json"):
         assert api_body["paths"][path]["options"]["security"] == [], path
     responses = api_body["x-amazon-apigateway-gateway-responses"]
     for kind in ("DEFAULT_4XX", "DEFAULT_5XX"):
@@ -337,7 +339,7 @@ def test_api_gateway_may_invoke_only_the_alias(resources: dict[str, Any]) -> Non
         p["Properties"] for p in of_type(resources, "AWS::Lambda::Permission").values()
         if p["Properties"]["Principal"] == "apigateway.amazonaws.com"
     ]
-    assert len(api_permissions) == 6
+    assert len(api_permissions) == 8  # one per route and method
     for permission in api_permissions:
         assert permission["FunctionName"] == {"Ref": alias_id}
 

@@ -81,23 +81,28 @@ def test_form_result_and_chart_match_the_api(server: LocalServer, page: Any) -> 
     assert float(page.get_attribute("#probability", "data-value")) == expected["probability"]
     assert page.text_content("#probability") == f"{expected['probability'] * 100:.1f}%"
 
-    # Four series, one per rank, from one batch request of 61 GRE values x 4 ranks at the entered GPA.
-    ranks = page.eval_on_selector_all("#chart polyline.series", "ls => ls.map(l => l.dataset.rank)")
+    # Four series, one per rank, from one batch request: GRE over its observed range (61 values and
+    # the applicant's own) x 4 ranks at the entered GPA, with the glm's confidence band.
+    ranks = page.eval_on_selector_all("#chart polyline.series", "ls => ls.map(l => l.dataset.series)")
     assert ranks == ["1", "2", "3", "4"]
     points = page.eval_on_selector_all("#chart polyline.series", "ls => ls.map(l => l.points.numberOfItems)")
-    assert points == [61, 61, 61, 61]
+    assert points == [62, 62, 62, 62]
+    assert page.locator("#chart polygon.band").count() == 4
     assert len(batches) == 1
     rows = batches[0]["instances"]
-    assert len(rows) == 244 and {r["gpa"] for r in rows} == {3.3} and {r["rank"] for r in rows} == {"1", "2", "3", "4"}
+    assert len(rows) == 248 and {r["gpa"] for r in rows} == {3.3} and {r["rank"] for r in rows} == {"1", "2", "3", "4"}
+    assert batches[0]["interval"] == 0.95
+    meta = server.api("GET", "/metadata")[1]
+    assert min(r["gre"] for r in rows) == meta["predictors"][0]["range"][0] and 640 in {r["gre"] for r in rows}
     # The applicant is marked at the API's probability.
     marker = page.locator("#chart circle.applicant")
     assert marker.count() == 1
-    assert float(marker.get_attribute("data-probability")) == expected["probability"]
-    assert float(marker.get_attribute("data-gre")) == 640
+    assert float(marker.get_attribute("data-y")) == expected["probability"]
+    assert float(marker.get_attribute("data-x")) == 640
     # The rank-3 curve passes through the applicant's point (same model, same inputs).
     on_curve = page.evaluate("""() => {
         const c = document.querySelector('#chart circle.applicant');
-        const line = document.querySelector('#chart polyline.series[data-rank="3"]');
+        const line = document.querySelector('#chart polyline.series[data-series="3"]');
         const cx = +c.getAttribute('cx'), cy = +c.getAttribute('cy');
         return Array.from({length: line.points.numberOfItems}, (_, i) => line.points.getItem(i))
             .some(p => Math.abs(p.x - cx) < 0.2 && Math.abs(p.y - cy) < 0.2);
@@ -202,8 +207,10 @@ def test_form_is_built_from_metadata_for_another_model(regression_model: Path, p
         status, expected = srv.api("POST", "/predict", {"x": 0.25, "g": "b", "flag": True})
         assert status == 200 and set(expected) == {"prediction", "model"}
         assert float(page.get_attribute("#prediction", "data-value")) == expected["prediction"]
-        # No admission chart and no decision for a regression model.
-        assert page.is_hidden("#chart-panel") and page.is_hidden("#probability-line")
+        # A what-if chart of the prediction against x, one line per level of g; no decision.
+        page.wait_for_selector("#chart svg polyline.series")
+        assert page.eval_on_selector_all("#chart polyline.series", "ls => ls.map(l => l.dataset.series)") == ["a", "b", "c"]
+        assert page.is_hidden("#probability-line")
         assert page.is_hidden(".decision-line")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "web-regression.png"), full_page=True)
@@ -233,7 +240,13 @@ def test_multiclass_model_shows_class_and_probabilities(page: Any, tmp_path: Pat
         shown = page.eval_on_selector_all(
             "#class-probabilities tr", "trs => trs.map(t => [t.dataset.class, +t.querySelector('td').dataset.value])")
         assert dict(shown) == expected["probabilities"]
-        assert page.is_hidden("#chart-panel") and page.is_hidden("#probability-line") and page.is_hidden("#prediction-line")
+        assert page.is_hidden("#probability-line") and page.is_hidden("#prediction-line")
+        # A bar per class at the API's probabilities, and a chart with a line per class.
+        bars = page.eval_on_selector_all("#class-bars rect.bar", "rs => rs.map(r => [r.dataset.class, +r.dataset.value])")
+        assert dict(bars) == expected["probabilities"]
+        page.wait_for_selector("#chart svg polyline.series")
+        assert page.eval_on_selector_all("#chart polyline.series", "ls => ls.map(l => l.dataset.series)") == \
+            ["setosa", "versicolor", "virginica"]
         assert page.console_errors == []
     finally:
         srv.stop()

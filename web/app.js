@@ -1,14 +1,18 @@
-// The page: a form built from GET /metadata, the model's answer, and for the
-// admission model a chart of probability against GRE for each rank, drawn
-// from one batch request. No build step and no libraries: the chart is
-// hand-written SVG, so the page works offline and from any static host.
+// The page: a form built from GET /metadata (opening with the model's example
+// row), the model's answer, and a what-if chart: the answer as one numeric
+// predictor sweeps its observed range, the others held at the form's values,
+// one line per level of a factor (or per class for a classifier), with R's
+// confidence band where the model has one (lm, glm), all from one batch
+// request. No build step and no libraries: the chart is hand-written SVG, so
+// the page works offline and from any static host.
 "use strict";
 
 (() => {
   const SVG_NS = "http://www.w3.org/2000/svg";
   const COLORS = ["#1f6fb2", "#d1495b", "#2e933c", "#8a5cc2", "#e08e0b", "#3a3a3a"];
-  const ADMISSION_DEFAULTS = { gre: "700", gpa: "3.6", rank: "2" };
-  const GRE_MIN = 200, GRE_MAX = 800, GRE_STEP = 10;
+  const SWEEP_POINTS = 61;
+  const MAX_SERIES = 8;
+  const LEVEL = 0.95;
   // The API parses numbers the same way; anything else is sent as typed so
   // that the API (the one validator) says what is wrong with it.
   const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
@@ -30,6 +34,7 @@
       // No config: the API is on the page's own origin.
     }
     $("api-base").textContent = state.apiBase || window.location.origin;
+    $("openapi-link").href = (state.apiBase || window.location.origin) + "/openapi.json";
   }
 
   async function api(path, init = {}) {
@@ -92,7 +97,11 @@
       input.name = p.name;
       input.dataset.type = p.type;
       input.setAttribute("aria-describedby", "error-" + p.name);
-      if (state.admission && p.name in ADMISSION_DEFAULTS) input.value = ADMISSION_DEFAULTS[p.name];
+      const example = (meta.example || {})[p.name];
+      if (example !== undefined && example !== null) {
+        if (p.type === "logical") input.checked = Boolean(example);
+        else input.value = String(example);
+      }
       const error = document.createElement("p");
       error.id = "error-" + p.name;
       error.className = "error";
@@ -174,6 +183,7 @@
         return tr;
       });
       $("class-probabilities").tBodies[0].replaceChildren(...rows);
+      $("class-bars").replaceChildren(barsSvg(answer.probabilities || {}, answer.class));
     } else if (binary) {
       const decision = $("decision");
       decision.textContent = state.admission ? (answer.result ? "Admit" : "Reject") : String(answer.result);
@@ -209,7 +219,7 @@
         return;
       }
       showResult(resp.body);
-      if (state.admission) await drawChart(row, resp.body.probability, seq);
+      await drawChart(row, resp.body, seq);
     } catch (err) {
       $("form-error").textContent = "Cannot reach the API at " + (state.apiBase || window.location.origin) + ": " + err.message;
       $("form-error").hidden = false;
@@ -218,29 +228,126 @@
     }
   }
 
-  // -- the chart -------------------------------------------------------------
+  // -- the what-if chart ------------------------------------------------------
 
-  async function drawChart(row, probability, seq) {
-    const ranks = state.meta.predictors.find((p) => p.name === "rank").levels;
-    const gres = [];
-    for (let g = GRE_MIN; g <= GRE_MAX; g += GRE_STEP) gres.push(g);
-    const instances = [];
-    for (const rank of ranks) for (const gre of gres) instances.push({ gre, gpa: row.gpa, rank });
-    const resp = await postJson("/predict", { instances });
-    if (seq !== state.seq) return;
+  const numericTypes = new Set(["numeric", "integer"]);
+
+  function sweepChoices(meta) {
+    return meta.predictors.filter((p) => numericTypes.has(p.type));
+  }
+
+  // The x values: SWEEP_POINTS over the observed range (or around the
+  // form's value when the model keeps no data), plus the form's own value.
+  function sweepValues(p, current) {
+    let lo, hi;
+    if (Array.isArray(p.range) && p.range[0] < p.range[1]) [lo, hi] = p.range;
+    else if (typeof current === "number" && current !== 0) [lo, hi] = [current - Math.abs(current) / 2, current + Math.abs(current) / 2];
+    else [lo, hi] = [-1, 1];
+    const xs = [];
+    for (let i = 0; i < SWEEP_POINTS; i++) {
+      let v = lo + ((hi - lo) * i) / (SWEEP_POINTS - 1);
+      if (p.type === "integer") v = Math.round(v);
+      else v = Number(v.toPrecision(12));
+      if (!xs.includes(v)) xs.push(v);
+    }
+    if (typeof current === "number" && current >= lo && current <= hi && !xs.includes(current)) xs.push(current);
+    return xs.sort((a, b) => a - b);
+  }
+
+  // Lines: one per class for a classifier; otherwise one per level of the
+  // first factor with few enough levels, or a single line.
+  function seriesPlan(meta, row) {
+    if (meta.kind === "multiclass") return { by: null, keys: meta.classes };
+    const f = meta.predictors.find((p) => p.type === "factor" && (p.levels || []).length <= MAX_SERIES);
+    if (!f) return { by: null, keys: [null] };
+    return { by: f.name, keys: f.levels };
+  }
+
+  function valueOf(answer, kind, key) {
+    if (kind === "binary") return answer.probability;
+    if (kind === "multiclass") return answer.probabilities ? answer.probabilities[key] : null;
+    return answer.prediction;
+  }
+
+  async function drawChart(row, answer, seq) {
+    const meta = state.meta;
+    // A model that gives only a class label has no number to draw.
+    if (meta.kind === "label") {
+      $("chart-panel").hidden = true;
+      return;
+    }
+    const choices = sweepChoices(meta);
     $("chart-panel").hidden = false;
+    if (!choices.length) {
+      $("chart").replaceChildren();
+      $("chart-caption").textContent = "The model has no numeric predictor to sweep.";
+      return;
+    }
+    const select = $("sweep");
+    if (!select.options.length) {
+      for (const p of choices) {
+        const option = document.createElement("option");
+        option.value = option.textContent = p.name;
+        select.append(option);
+      }
+    }
+    const p = choices.find((c) => c.name === select.value) || choices[0];
+    const xs = sweepValues(p, row[p.name]);
+    const plan = seriesPlan(meta, row);
+    const levels = plan.by ? plan.keys : [null];
+    const instances = [];
+    for (const level of levels) {
+      for (const x of xs) {
+        const r = Object.assign({}, row, { [p.name]: x });
+        if (plan.by) r[plan.by] = level;
+        instances.push(r);
+      }
+    }
+    const doc = { instances };
+    if (meta.interval) doc.interval = LEVEL;
+    const started = performance.now();
+    const resp = await postJson("/predict", doc);
+    if (seq !== state.seq) return;
     if (!resp.ok) {
       $("chart").replaceChildren();
       showErrors(resp, $("chart-error"));
       return;
     }
-    const series = ranks.map((rank, i) => ({
-      rank,
-      points: gres.map((gre, j) => [gre, resp.body.predictions[i * gres.length + j].probability]),
-    }));
-    $("chart-caption").textContent =
-      "GPA " + row.gpa + "; one batch request of " + instances.length + " rows. The ringed point is the applicant.";
-    $("chart").replaceChildren(chartSvg(series, row, probability));
+    const preds = resp.body.predictions;
+    const series = [];
+    if (meta.kind === "multiclass") {
+      for (const cls of meta.classes) {
+        series.push({ key: cls, points: xs.map((x, j) => [x, valueOf(preds[j], "multiclass", cls)]) });
+      }
+    } else {
+      levels.forEach((level, i) => {
+        const slice = preds.slice(i * xs.length, (i + 1) * xs.length);
+        series.push({
+          key: level,
+          points: xs.map((x, j) => [x, valueOf(slice[j], meta.kind)]),
+          band: meta.interval ? slice.map((a) => (a.interval ? [a.interval.lower, a.interval.upper] : [null, null])) : null,
+        });
+      });
+    }
+    const current = plan.by ? String(row[plan.by]) : meta.kind === "multiclass" ? answer.class : null;
+    const y0 = meta.kind === "multiclass" ? valueOf(answer, "multiclass", answer.class) : valueOf(answer, meta.kind);
+    const what = yLabel(meta);
+    $("chart-title").textContent = what + " by " + p.name;
+    const held = meta.predictors.filter((q) => q.name !== p.name && q.name !== plan.by)
+      .map((q) => q.name + " " + row[q.name]).join(", ");
+    $("chart-caption").textContent = (held ? "Holding " + held + "; " : "") + "one batch request of " +
+      instances.length + " rows" + (meta.interval ? ", with R's " + LEVEL * 100 + "% confidence band" : "") +
+      ". The ringed point is the form's row.";
+    const svg = chartSvg({ series, xs, xName: p.name, by: plan.by, current, x0: row[p.name], y0, what });
+    svg.dataset.ms = String(Math.round(performance.now() - started));
+    $("chart").replaceChildren(svg);
+  }
+
+  function yLabel(meta) {
+    if (state.admission) return "Probability of admission";
+    if (meta.kind === "binary") return "Probability of " + (meta.positive_class ?? "the second class");
+    if (meta.kind === "multiclass") return "Probability of each class";
+    return "Prediction";
   }
 
   function el(name, attrs, text) {
@@ -250,56 +357,110 @@
     return node;
   }
 
-  function chartSvg(series, row, probability) {
-    const W = 640, H = 380, L = 56, R = 96, T = 14, B = 46;
-    const x = (gre) => L + ((gre - GRE_MIN) / (GRE_MAX - GRE_MIN)) * (W - L - R);
-    const y = (p) => T + (1 - p) * (H - T - B);
+  function niceTicks(lo, hi, n) {
+    const span = hi - lo || 1;
+    const step0 = span / n;
+    const mag = Math.pow(10, Math.floor(Math.log10(step0)));
+    const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => span / s <= n) || 10 * mag;
+    const out = [];
+    for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Number(v.toPrecision(12)));
+    return out;
+  }
+
+  function chartSvg(c) {
+    const W = 640, H = 380, L = 64, R = 120, T = 14, B = 46;
+    const probability = state.meta.kind !== "regression";
+    let ylo = 0, yhi = 1;
+    if (!probability) {
+      const ys = [];
+      for (const s of c.series) {
+        for (const [, y] of s.points) if (y !== null) ys.push(y);
+        for (const [a, b] of s.band || []) { if (a !== null) ys.push(a); if (b !== null) ys.push(b); }
+      }
+      ylo = Math.min(...ys); yhi = Math.max(...ys);
+      const pad = (yhi - ylo) * 0.05 || 1;
+      ylo -= pad; yhi += pad;
+    }
+    const xlo = c.xs[0], xhi = c.xs[c.xs.length - 1];
+    const x = (v) => L + ((v - xlo) / (xhi - xlo || 1)) * (W - L - R);
+    const y = (v) => T + (1 - (v - ylo) / (yhi - ylo)) * (H - T - B);
     const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-labelledby": "chart-svg-title" });
-    svg.append(el("title", { id: "chart-svg-title" },
-      "Probability of admission against GRE score for ranks " + series.map((s) => s.rank).join(", ")));
+    svg.append(el("title", { id: "chart-svg-title" }, c.what + " against " + c.xName));
 
     const axes = el("g", { class: "axis" });
-    for (let gre = GRE_MIN; gre <= GRE_MAX; gre += 100) {
-      axes.append(el("line", { class: "grid", x1: x(gre), x2: x(gre), y1: T, y2: H - B }));
-      axes.append(el("text", { x: x(gre), y: H - B + 16, "text-anchor": "middle" }, gre));
+    for (const v of niceTicks(xlo, xhi, 6)) {
+      axes.append(el("line", { class: "grid", x1: x(v), x2: x(v), y1: T, y2: H - B }));
+      axes.append(el("text", { x: x(v), y: H - B + 16, "text-anchor": "middle" }, v));
     }
-    for (const p of [0, 0.25, 0.5, 0.75, 1]) {
-      axes.append(el("line", { class: "grid", x1: L, x2: W - R, y1: y(p), y2: y(p) }));
-      axes.append(el("text", { x: L - 6, y: y(p) + 4, "text-anchor": "end" }, Math.round(p * 100) + "%"));
+    for (const v of probability ? [0, 0.25, 0.5, 0.75, 1] : niceTicks(ylo, yhi, 5)) {
+      axes.append(el("line", { class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
+      axes.append(el("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, probability ? Math.round(v * 100) + "%" : v));
     }
     axes.append(el("line", { x1: L, x2: W - R, y1: H - B, y2: H - B }));
     axes.append(el("line", { x1: L, x2: L, y1: T, y2: H - B }));
-    axes.append(el("text", { x: (L + W - R) / 2, y: H - 8, "text-anchor": "middle" }, "GRE score"));
+    axes.append(el("text", { x: (L + W - R) / 2, y: H - 8, "text-anchor": "middle" }, c.xName));
     axes.append(el("text", { x: 14, y: (T + H - B) / 2, "text-anchor": "middle",
-      transform: `rotate(-90 14 ${(T + H - B) / 2})` }, "Probability of admission"));
+      transform: `rotate(-90 14 ${(T + H - B) / 2})` }, c.what));
     svg.append(axes);
 
     const threshold = state.meta.threshold;
-    if (typeof threshold === "number") {
+    const legendY = (i) => T + 14 + i * 20;
+    if (state.meta.kind === "binary" && typeof threshold === "number") {
       svg.append(el("line", { class: "threshold", x1: L, x2: W - R, y1: y(threshold), y2: y(threshold) }));
-      const ly = T + 14 + series.length * 20;
+      const ly = legendY(c.series.length);
       svg.append(el("line", { class: "threshold", x1: W - R + 12, x2: W - R + 34, y1: ly, y2: ly }));
       svg.append(el("text", { class: "legend", x: W - R + 40, y: ly + 4 }, "threshold"));
     }
 
-    series.forEach((s, i) => {
+    c.series.forEach((s, i) => {
       const color = COLORS[i % COLORS.length];
-      const points = s.points.filter(([, p]) => p !== null).map(([g, p]) => `${x(g).toFixed(1)},${y(p).toFixed(1)}`);
-      svg.append(el("polyline", { class: "series", "data-rank": s.rank, stroke: color, points: points.join(" ") }));
-      const ly = T + 14 + i * 20;
-      svg.append(el("line", { x1: W - R + 12, x2: W - R + 34, y1: ly, y2: ly, stroke: color, "stroke-width": 3 }));
-      svg.append(el("text", { class: "legend", x: W - R + 40, y: ly + 4 }, "rank " + s.rank));
+      const key = s.key === null ? "" : String(s.key);
+      if (s.band) {
+        // The band: upper bounds left to right, then lower bounds back.
+        const upper = [], lower = [];
+        s.band.forEach(([a, b], j) => {
+          if (a === null || b === null) return;
+          upper.push(`${x(c.xs[j]).toFixed(1)},${y(b).toFixed(1)}`);
+          lower.unshift(`${x(c.xs[j]).toFixed(1)},${y(a).toFixed(1)}`);
+        });
+        svg.append(el("polygon", { class: "band", "data-series": key, fill: color, points: upper.concat(lower).join(" "),
+          "data-x": JSON.stringify(c.xs), "data-lower": JSON.stringify(s.band.map((p) => p[0])),
+          "data-upper": JSON.stringify(s.band.map((p) => p[1])) }));
+      }
+      const points = s.points.filter(([, v]) => v !== null).map(([a, v]) => `${x(a).toFixed(1)},${y(v).toFixed(1)}`);
+      svg.append(el("polyline", { class: "series", "data-series": key, stroke: color, points: points.join(" "),
+        "data-x": JSON.stringify(s.points.map((p) => p[0])), "data-y": JSON.stringify(s.points.map((p) => p[1])) }));
+      if (c.series.length > 1 || s.key !== null) {
+        const ly = legendY(i);
+        svg.append(el("line", { x1: W - R + 12, x2: W - R + 34, y1: ly, y2: ly, stroke: color, "stroke-width": 3 }));
+        svg.append(el("text", { class: "legend", x: W - R + 40, y: ly + 4 }, (c.by ? c.by + " " : "") + key));
+      }
     });
 
-    const gre = row.gre;
-    if (typeof gre === "number" && gre >= GRE_MIN && gre <= GRE_MAX && probability !== null) {
-      const i = series.findIndex((s) => s.rank === String(row.rank));
-      const marker = el("circle", { class: "applicant", cx: x(gre), cy: y(probability), r: 7,
-        fill: COLORS[Math.max(i, 0) % COLORS.length], stroke: "#000", "stroke-width": 2.5,
-        "data-gre": gre, "data-probability": probability });
-      marker.append(el("title", {}, `Applicant: GRE ${gre}, rank ${row.rank}, ${(probability * 100).toFixed(1)}%`));
+    if (typeof c.x0 === "number" && c.x0 >= xlo && c.x0 <= xhi && typeof c.y0 === "number") {
+      const i = Math.max(0, c.series.findIndex((s) => String(s.key) === c.current));
+      const marker = el("circle", { class: "applicant", cx: x(c.x0), cy: y(c.y0), r: 7,
+        fill: COLORS[i % COLORS.length], stroke: "#000", "stroke-width": 2.5,
+        "data-x": c.x0, "data-y": c.y0, "data-series": c.current === null ? "" : c.current });
+      marker.append(el("title", {}, `${c.xName} ${c.x0}: ${c.y0}`));
       svg.append(marker);
     }
+    return svg;
+  }
+
+  // A bar per class, for a classifier's answer.
+  function barsSvg(probabilities, picked) {
+    const entries = Object.entries(probabilities);
+    const W = 260, rowH = 22, L = 90, H = entries.length * rowH + 6;
+    const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Probability of each class" });
+    entries.forEach(([label, p], i) => {
+      const y0 = 3 + i * rowH;
+      svg.append(el("text", { x: L - 6, y: y0 + 14, "text-anchor": "end" }, label));
+      const w = p === null ? 0 : p * (W - L - 56);
+      svg.append(el("rect", { class: "bar" + (label === picked ? " picked" : ""), x: L, y: y0 + 2, width: w.toFixed(1),
+        height: rowH - 6, "data-class": label, "data-value": p === null ? "" : p, fill: COLORS[i % COLORS.length] }));
+      svg.append(el("text", { x: L + w + 4, y: y0 + 14 }, p === null ? "NA" : (p * 100).toFixed(1) + "%"));
+    });
     return svg;
   }
 
@@ -329,6 +490,9 @@
     $("model-info").textContent =
       `${meta.class}${meta.family ? " (" + meta.family + ")" : ""}: ${meta.formula} · version ${meta.model.version}`;
     buildForm(meta);
+    $("sweep").addEventListener("change", () => {
+      if (!$("result").hidden) $("predict-form").requestSubmit();
+    });
     $("submit").disabled = false;
   }
 
