@@ -335,6 +335,7 @@ class RModel:
     def __init__(self, path: str | os.PathLike[str], check: bool = True) -> None:
         start()
         self._scorer: Any = None
+        self._loaded: Any = None
         # kept: __del__ may run while the interpreter shuts down, when
         # lock()'s import no longer works
         self._lock = lock()
@@ -346,6 +347,8 @@ class RModel:
                 # rl_load returns list(description = ..., scorer = ...)
                 self.description: dict[str, Any] = _py(loaded[0])
                 self._scorer = loaded[1]
+                # kept whole for R code that scores through this model (batch.R)
+                self._loaded = loaded
             finally:
                 del loaded
         self.width = len(self.description.get("classes") or []) + 1 if self.kind == "multiclass" else 1
@@ -388,9 +391,10 @@ class RModel:
         # The last holder of a swapped-out model may be any request thread:
         # the scorer (an R closure holding the fitted object) is let go
         # under the lock, wherever that happens.
-        if getattr(self, "_scorer", None) is not None:
+        if getattr(self, "_scorer", None) is not None or getattr(self, "_loaded", None) is not None:
             with self._lock:
                 self._scorer = None
+                self._loaded = None
 
 
 def packages(path: str | os.PathLike[str], recursive: bool = False) -> list[str]:
@@ -456,15 +460,25 @@ def collect_garbage() -> None:
         _ri.baseenv["gc"](False, False, False)  # verbose, reset, full
 
 
-def call_file(path: str | os.PathLike[str], function: str, *args: str | int | float | bool) -> Any:
-    """Call ``function`` defined in the R file at ``path`` with scalar arguments.
+Arg = Union[str, int, float, bool, None, RModel, Sequence[str], Sequence[int]]
+
+
+def call_file(path: str | os.PathLike[str], function: str, *args: Arg, refusals: bool = False) -> Any:
+    """Call ``function`` defined in the R file at ``path``.
 
     The file (our own code, shipped in the package) is evaluated once into an
-    environment of its own. Arguments become R scalars, never R code, and the
-    result comes back as Python lists and dicts.
+    environment of its own. With ``refusals``, an error whose message carries
+    serve.R's refusal marker (``[rlambda] ...``, e.g. batch.R's missing
+    data.table) comes back as :class:`RRefused`; otherwise R's message is
+    kept as it is, in an :class:`RError`.
+    Arguments become R values, never R code: scalars, ``None`` (NULL), lists
+    of strings or of ints (vectors), or an :class:`RModel` (its
+    ``list(description, scorer)``). The result comes back as Python lists
+    and dicts.
     """
     start()
     ri = _ri
+    errors = _error if refusals else _plain_error
     with lock():
         env = fn = result = None
         r_args: list[Any] = []
@@ -474,19 +488,11 @@ def call_file(path: str | os.PathLike[str], function: str, *args: str | int | fl
             if env is None:
                 env = ri.baseenv["new.env"]()
                 source = Path(path).read_text(encoding="utf-8")
-                _r_call(lambda: ri.evalr(source, envir=env), errors=_plain_error)
+                _r_call(lambda: ri.evalr(source, envir=env), errors=errors)
                 _files[key] = env
-            for arg in args:
-                if isinstance(arg, bool):
-                    r_args.append(ri.BoolSexpVector([arg]))
-                elif isinstance(arg, int):
-                    r_args.append(ri.IntSexpVector([arg]))
-                elif isinstance(arg, float):
-                    r_args.append(ri.FloatSexpVector([arg]))
-                else:
-                    r_args.append(ri.StrSexpVector([str(arg)]))
+            r_args.extend(_arg(arg) for arg in args)
             fn = env[function]
-            result = _r_call(fn, *r_args, errors=_plain_error)
+            result = _r_call(fn, *r_args, errors=errors)
             return _py(result)
         finally:
             del env, fn, result, r_args
