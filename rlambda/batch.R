@@ -163,7 +163,7 @@ rl_batch_begin <- function(model, header, out_path, err_path) {
 # or list(fallback = message) when fread could not read the chunk cleanly
 # (a row of the wrong width, odd quoting): batch.py then re-reads it with
 # Python's csv module, names the ragged rows, and sends the rest back here.
-rl_batch_chunk <- function(model, path, header, first_row, rows, ragged, unescape,
+rl_batch_chunk <- function(model, path, header, first_row, rows, ragged, unescape, expected,
                            out_path, err_path, threshold, version) {
   width <- length(header)
   # Warnings are collected, not thrown: fread must finish (a read cut short
@@ -185,6 +185,9 @@ rl_batch_chunk <- function(model, path, header, first_row, rows, ragged, unescap
   if (is.character(d)) return(list(fallback = d))
   if (length(warned)) return(list(fallback = warned[[1L]]))
   n <- nrow(d)
+  # fread may skip lines it judges irregular without a warning; the count
+  # of records Python expects catches that.
+  if (n != expected) return(list(fallback = sprintf("fread read %d rows of %d", n, expected)))
   if (n == 0L) return(list(rows = 0L, scored = 0L, failed = 0L))
   if (ncol(d) != width) return(list(fallback = sprintf("%d columns, header has %d", ncol(d), width)))
   if (unescape) {

@@ -88,6 +88,11 @@ def manifest_key(key: str) -> str:
     return f"outputs/{_stem(key)}.manifest.json"
 
 
+def model_version(model: Model) -> str:
+    """The version every output row names (a versioned folder's version, else the file's hash)."""
+    return model.source.version or str(model.source.provenance()["version"])
+
+
 # ---------------------------------------------------------------------------
 # Cutting a byte stream into chunks of whole records
 
@@ -166,7 +171,7 @@ class _Job:
     def __init__(self, model: Model, header: list[str], tmp_dir: str) -> None:
         self.model = model
         self.header = header
-        self.version = model.source.version or str(model.source.provenance()["version"])
+        self.version = model_version(model)
         os.makedirs(tmp_dir, exist_ok=True)
         fd, self.out_path = tempfile.mkstemp(dir=tmp_dir, prefix=".batch-", suffix=".csv")
         os.close(fd)
@@ -190,18 +195,24 @@ class _Job:
 
     def chunk(self, data: bytes, first_row: int, rows: Sequence[int] | None = None) -> int:
         """Score a chunk of records (no header); returns how many rows it held."""
-        with open(self.chunk_path, "wb") as fh:
-            fh.write(data)
-        res = self._score(first_row, rows, None, b'""' in data)
-        if "fallback" in res:
-            res = self._fallback(data, first_row, rows, str(res["fallback"]))
+        if b'"' in data:
+            # Quoted cells can hold newlines, so lines are not records: the
+            # csv module (the reference) splits the records, fread reads them.
+            res = self._fallback(data, first_row, rows, "quoted cells")
+        else:
+            with open(self.chunk_path, "wb") as fh:
+                fh.write(data)
+            expected = sum(1 for line in data.split(b"\n") if line.strip(b"\r"))
+            res = self._score(first_row, rows, None, False, expected)
+            if "fallback" in res:
+                res = self._fallback(data, first_row, rows, str(res["fallback"]))
         rsession.collect_garbage()  # keeps R's heap flat whatever the file's size
         return res["rows"]
 
     def _score(self, first_row: int, rows: Sequence[int] | None, ragged: list[str] | None,
-               unescape: bool) -> dict[str, Any]:
+               unescape: bool, expected: int) -> dict[str, Any]:
         res = _r("rl_batch_chunk", self.model.r, self.chunk_path, self.header, first_row, rows, ragged,
-                 unescape, self.out_path, self.err_path, float(self.model.threshold), self.version)
+                 unescape, expected, self.out_path, self.err_path, float(self.model.threshold), self.version)
         if "fallback" not in res:
             res = {k: int(v[0]) for k, v in res.items()}
             self.rows += res["rows"]
@@ -228,7 +239,7 @@ class _Job:
             writer.writerow(rec)
         with open(self.chunk_path, "w", encoding="utf-8", newline="") as fh:
             fh.write(buf.getvalue())
-        res = self._score(first_row, numbers, ragged, True)
+        res = self._score(first_row, numbers, ragged, True, len(records))
         if "fallback" in res:
             raise rsession.RError(f"R could not read a chunk the csv module wrote: {res['fallback']}")
         return res
@@ -282,15 +293,15 @@ def score_file(model: Model, blobs: Blobs, key: str, out: Blobs | None = None,
             data, offset = first if first is not None else (b"", 0)
             if data.startswith(_BOM):
                 data, offset = data[len(_BOM):], offset + len(_BOM)
+            end = _first_record(data)
+            head, data = data[:end], data[end:]
             try:
                 if refused is None:
-                    data = decode(data, offset)
+                    head = decode(head, offset)
+                    header = next(csv.reader(io.StringIO(head.decode("utf-8"), newline="")), [])
+                    data = decode(data, offset + end)
             except Refused as exc:
                 refused = str(exc)
-            if refused is None:
-                end = _first_record(data)
-                header = next(csv.reader(io.StringIO(data[:end].decode("utf-8"), newline="")), [])
-                data = data[end:]
             job = _Job(model, header, tmp_dir)
             if refused is None and not header:
                 refused = _EMPTY
@@ -389,7 +400,7 @@ def score_items(model: Model, batch: MapBatch, out: Blobs, tmp_dir: str | None =
                 rows.append(item["index"] + 1)
             with open(job.chunk_path, "w", encoding="utf-8", newline="") as fh:
                 fh.write(buf.getvalue())
-            res = job._score(first_row, rows, ragged, True)
+            res = job._score(first_row, rows, ragged, True, len(rows))
             if "fallback" in res:
                 raise rsession.RError(f"R could not read a batch the csv module wrote: {res['fallback']}")
             rsession.collect_garbage()
