@@ -35,9 +35,10 @@ from .model import Model
 
 log = logging.getLogger(__name__)
 BATCH_R = Path(__file__).resolve().parent / "batch.R"
-# About 200,000 rows of the admission file: R's copy of a chunk (every cell
-# a string) stays under 100 MB, and per-chunk overhead is under 1%.
-CHUNK_BYTES = 4 << 20
+# About 110,000 rows of the admission file. Measured on 1M rows: 2 MB chunks
+# were as fast as 4 MB (R's garbage collections cost more as a chunk's
+# strings grow) with a peak RSS of 180 MB instead of 220 (8 MB: 300).
+CHUNK_BYTES = 2 << 20
 _BOM = b"\xef\xbb\xbf"
 _EMPTY = "the file is empty: a CSV with a header row is expected"
 
@@ -110,6 +111,13 @@ def _cut(buf: bytes) -> int:
     while end >= 0 and _quoted_at(buf, end):
         end = buf.rfind(b"\n", 0, end)
     return end + 1
+
+
+def _records(data: bytes) -> int:
+    """Records in a chunk without quotes: its lines, less blank ones (fread skips those too)."""
+    if b"\n\n" in data or b"\n\r\n" in data or data.startswith((b"\n", b"\r\n")):
+        return sum(1 for line in data.split(b"\n") if line.strip(b"\r"))
+    return data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
 
 
 def _first_record(buf: bytes) -> int:
@@ -202,7 +210,7 @@ class _Job:
         else:
             with open(self.chunk_path, "wb") as fh:
                 fh.write(data)
-            expected = sum(1 for line in data.split(b"\n") if line.strip(b"\r"))
+            expected = _records(data)
             res = self._score(first_row, rows, None, False, expected)
             if "fallback" in res:
                 res = self._fallback(data, first_row, rows, str(res["fallback"]))
