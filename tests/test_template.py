@@ -664,7 +664,7 @@ def routes(resources: dict[str, Any], key: str, size: int) -> list[str]:
 def test_each_input_csv_is_routed_once_by_its_size(resources: dict[str, Any]) -> None:
     batch = next(k for k, r in of_type(resources, "AWS::Lambda::Function").items()
                  if r["Properties"]["Handler"] == "handler.batch_handler")
-    threshold = 128 * 2**20
+    threshold = 100_000_000
     assert routes(resources, "inputs/a.csv", 10) == [batch]
     assert routes(resources, "inputs/a.csv", threshold - 1) == [batch]
     assert routes(resources, "inputs/a.csv", threshold) == ["BatchStateMachine"]
