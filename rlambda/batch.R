@@ -256,7 +256,7 @@ rl_batch_chunk <- function(model, path, header, first_row, rows, ragged, unescap
 }
 
 # The refusal of a whole file (empty, not UTF-8): one row of the errors file.
-rl_batch_refuse <- function(err_path, row, reason, width) {
+rl_batch_refuse <- function(err_path, row, reason) {
   err <- data.table::data.table(row = row, reason = rlb_neutralise(reason))
   data.table::fwrite(err, err_path, append = TRUE, col.names = FALSE, na = "", nThread = 1L)
   TRUE

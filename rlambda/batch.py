@@ -198,7 +198,7 @@ class _Job:
     def refuse(self, reason: str) -> None:
         """The file as a whole is refused: no scored rows, one error row 0 with the reason."""
         self.begin()
-        _r("rl_batch_refuse", self.err_path, 0, reason, len(self.header))
+        _r("rl_batch_refuse", self.err_path, 0, reason)
         self.failed = 1
 
     def chunk(self, data: bytes, first_row: int, rows: Sequence[int] | None = None) -> int:
@@ -247,7 +247,7 @@ class _Job:
             writer.writerow(rec)
         with open(self.chunk_path, "w", encoding="utf-8", newline="") as fh:
             fh.write(buf.getvalue())
-        res = self._score(first_row, numbers, ragged, True, len(records))
+        res = self._score(first_row, numbers, ragged if any(ragged) else None, True, len(records))
         if "fallback" in res:
             raise rsession.RError(f"R could not read a chunk the csv module wrote: {res['fallback']}")
         return res
