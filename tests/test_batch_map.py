@@ -92,7 +92,12 @@ def test_collect_indexes_every_part_every_error_and_every_failed_batch(s3, handl
 
 def test_an_eventbridge_object_created_event_is_scored(s3, handler_with, event, context):
     s3.create_bucket(Bucket=BUCKET)
-    s3.put_object(Bucket=BUCKET, Key="inputs/applicants.csv", Body=b"gre,gpa,rank\n800,4,1\n800,4,4\n")
-    (result,) = handler_with.batch_handler(event("eventbridge_s3_object_created_inputs.json"), context)["results"]
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    put = s3.put_object(Bucket=BUCKET, Key="inputs/applicants.csv", Body=b"gre,gpa,rank\n800,4,1\n800,4,4\n")
+    # overwritten after the event: the event's version is the one scored
+    s3.put_object(Bucket=BUCKET, Key="inputs/applicants.csv", Body=b"gre,gpa,rank\n800,4,4\n")
+    ev = event("eventbridge_s3_object_created_inputs.json")
+    ev["detail"]["object"]["version-id"] = put["VersionId"]
+    (result,) = handler_with.batch_handler(ev, context)["results"]
     assert (result["status"], result["scored"], result["failed"]) == ("scored", 2, 0)
     assert [r[-3] for r in rows(s3, "outputs/applicants.csv")[1:]] == ["True", "False"]
