@@ -133,13 +133,20 @@ rlb_results <- function(p, n, kind, classes, threshold) {
     }
     return(out)
   }
+  if (kind == "label") {
+    # 1-based indices into classes; NA (written empty) when R could not decide
+    ok <- is.finite(p) & p >= 1 & p <= length(classes)
+    out <- rep(NA_character_, n)
+    out[ok] <- classes[p[ok]]
+    return(list(class = out))
+  }
   p[!is.finite(p)] <- NA_real_
   list(prediction = p)
 }
 
 rlb_result_names <- function(kind, classes) {
   switch(kind, binary = c("result", "probability"),
-         multiclass = c("class", paste0("probabilities_", classes)), "prediction")
+         multiclass = c("class", paste0("probabilities_", classes)), label = "class", "prediction")
 }
 
 # Write the header rows of the output and errors files (truncating them).
