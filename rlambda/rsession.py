@@ -496,3 +496,26 @@ def call_file(path: str | os.PathLike[str], function: str, *args: Arg, refusals:
             return _py(result)
         finally:
             del env, fn, result, r_args
+
+
+def _arg(arg: Arg) -> Any:
+    """One call_file argument as an R value (the caller holds the lock)."""
+    ri = _ri
+    if arg is None:
+        return ri.NULL
+    if isinstance(arg, RModel):
+        return arg._loaded
+    if isinstance(arg, bool):
+        return ri.BoolSexpVector([arg])
+    if isinstance(arg, int):
+        return ri.IntSexpVector([arg])
+    if isinstance(arg, float):
+        return ri.FloatSexpVector([arg])
+    if isinstance(arg, str):
+        return ri.StrSexpVector([arg])
+    if isinstance(arg, array) and arg.typecode == "i":
+        return ri.IntSexpVector.from_memoryview(memoryview(arg))
+    values = list(arg)
+    if values and all(type(v) is int for v in values):
+        return ri.IntSexpVector.from_memoryview(memoryview(_ints(values)))
+    return ri.StrSexpVector([str(v) for v in values])
