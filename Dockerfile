@@ -29,15 +29,24 @@ RUN dnf install -y R-core R-core-devel gcc gcc-c++ make cmake autoconf automake 
 ARG RPY2_VERSION=3.5.17
 ENV R_HOME=/usr/lib64/R
 RUN pip install --no-cache-dir --target /opt/python "rpy2==${RPY2_VERSION}" awslambdaric
+# Batch scoring needs data.table (rlambda/batch.R refuses to run without it).
+# AL2023 has no R-data.table package: build it from CRAN's source (C only;
+# zlib for fwrite's compression, OpenMP from gcc).
+RUN dnf install -y zlib-devel && dnf clean all \
+ && mkdir -p /opt/rlib \
+ && Rscript -e 'install.packages("data.table", lib = "/opt/rlib", repos = "https://cloud.r-project.org")' \
+ && Rscript -e 'library(data.table, lib.loc = "/opt/rlib")'
 
 # ---------------------------------------------------------------- image
 FROM ${BASE}
 # R at run time only (no -devel, no compilers). Models that need CRAN
 # packages beyond base R's (randomForest, ranger...): install them here with
 # Rscript -e 'install.packages(...)' (needs R-core-devel and gcc in this stage).
-RUN dnf install -y R-core && dnf clean all
+RUN dnf install -y R-core libgomp zlib && dnf clean all
 # rsession.py would find /usr/lib64/R itself; saying so spares the search.
 ENV R_HOME=/usr/lib64/R
+COPY --from=build /opt/rlib /opt/rlib
+ENV R_LIBS_SITE=/opt/rlib
 COPY --from=build /opt/python ${LAMBDA_TASK_ROOT}
 COPY handler.py ${LAMBDA_TASK_ROOT}/
 COPY rlambda/ ${LAMBDA_TASK_ROOT}/rlambda/

@@ -11,7 +11,7 @@ MODEL := models/admission.rds
 # the venv (python3-venv; python3-dev: rpy2 compiles its API mode against Debian's Python)
 # and the Lambda zip's build (debootstrap makes the Debian 11 root R is built in,
 # patchelf gives libR.so its SONAME; see scripts/build_r.sh).
-APT_PACKAGES := r-base-core bubblewrap chromium wrk r-cran-plumber r-cran-randomforest \
+APT_PACKAGES := r-base-core bubblewrap chromium wrk r-cran-plumber r-cran-randomforest r-cran-data.table \
 	r-cran-ranger r-cran-caret r-cran-recipes zip unzip binutils curl shellcheck gcc \
 	python3 python3-venv python3-dev debootstrap patchelf
 

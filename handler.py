@@ -59,11 +59,31 @@ def retrain_handler(event: Any, context: Any) -> dict[str, Any]:
 
 
 def batch_handler(event: Any, context: Any) -> dict[str, Any]:
-    """S3 ObjectCreated under inputs/ -> outputs/<name>.csv (+ .errors.csv for rows that fail)."""
-    from rlambda.batch import score_file
+    """Batch scoring, for four event shapes.
+
+    - S3 ObjectCreated (notification or EventBridge) under inputs/ ->
+      outputs/<name>.csv (+ .errors.csv for rows that fail);
+    - a Step Functions Distributed Map batch (``{"Items", "BatchInput"}``) ->
+      outputs/<name>/part-<first row>.csv (+ .errors.csv);
+    - ``{"Plan": {bucket, key}}`` -> the model version the run will use;
+    - ``{"Collect": {bucket, key, manifest}}`` -> outputs/<name>.manifest.json.
+    """
+    from rlambda import batch
+    from rlambda.blobs import S3Blobs
+
+    if isinstance(event, dict) and "Items" in event:
+        job = batch.MapBatch.from_event(event)
+        result = batch.score_items(app.model(), job, S3Blobs(app.store.s3, job.bucket), tmp_dir=app.settings.cache_dir)
+        return {"status": "scored", **result.summary()}
+    if isinstance(event, dict) and "Plan" in event:
+        plan = event["Plan"]
+        return {"bucket": plan["bucket"], "key": plan["key"], "model_version": batch.model_version(app.model())}
+    if isinstance(event, dict) and "Collect" in event:
+        req = event["Collect"]
+        return batch.collect(S3Blobs(app.store.s3, req["bucket"]), req["key"], req["manifest"])
 
     def score(blobs: Any, key: str) -> dict[str, Any]:
-        result = score_file(app.model(), blobs, key, tmp_dir=app.settings.cache_dir)
-        return {"status": "scored", **result.summary()}
+        result = batch.score_file(app.model(), blobs, key, tmp_dir=app.settings.cache_dir)
+        return {"status": "refused" if result.refused else "scored", **result.summary()}
 
     return _each_csv(event, "inputs/", score)

@@ -1,16 +1,21 @@
 """Benchmark of batch scoring (a CSV dropped under inputs/): rows per second and peak memory.
 
-Scores CSVs of increasing size, each in a fresh process, and prints one JSON
-object. Memory is bounded if peak RSS stays flat while the file grows: rows
-are streamed and scored 10,000 at a time, one R call per chunk.
+For each file size (one bad row in 1,000), in the same run and on the same
+file: ours (``rlambda.batch.score_file``, a fresh process, model loaded
+before the clock starts) and the plain R script a data scientist would
+write (``bench/plain_batch.R``: read.csv, predict(type = "response"),
+write.csv, run by Rscript; its clock starts at readRDS). Peak RSS is each
+process's own maximum. Memory is bounded if our peak stays flat while the
+file grows: the file is streamed in chunks of a few megabytes.
 
-    .venv/bin/python bench/bench_batch.py [--rows 100000,400000]
+    .venv/bin/python bench/bench_batch.py [--rows 1000000,4000000]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import subprocess
 import sys
@@ -53,13 +58,35 @@ def write_csv(path: Path, rows: int, seed: int = 5) -> None:
             fh.write(f"a{i},{gre},{rng.uniform(2, 4):.2f},{rng.randint(1, 4)}\n")
 
 
+# Runs Rscript as a child and reports the child's peak RSS with its output.
+PLAIN = """
+import json, resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+if done.returncode != 0:
+    raise SystemExit(done.stderr[-2000:])
+out = json.loads(done.stdout.strip().splitlines()[-1])
+out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(json.dumps(out))
+"""
+
+
+def plain_r(path: Path, out: Path) -> dict:
+    """The plain R script on ``path``: seconds (readRDS to the end of write.csv) and peak RSS."""
+    cmd = [sys.executable, "-c", PLAIN, "Rscript", str(ROOT / "bench" / "plain_batch.R"), str(MODEL), str(path), str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    if done.returncode != 0:
+        raise SystemExit(done.stderr[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", default="100000,400000", help="comma-separated file sizes")
+    parser.add_argument("--rows", default="1000000,4000000", help="comma-separated file sizes")
     args = parser.parse_args()
     if not MODEL.exists():
         subprocess.run(["Rscript", str(ROOT / "models" / "train.R")], check=True)
     runs = []
+    progress(f"load average before: {os.getloadavg()}")
     for n in (int(x) for x in args.rows.split(",")):
         with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
             store = Path(tmp) / "store"
@@ -78,11 +105,18 @@ def main() -> None:
             run.update(file_mb=round(size_mb, 1), rows_per_s=round(n / run["seconds"]),
                        seconds=round(run["seconds"], 3), peak_rss_mb=round(run["peak_rss_mb"], 1),
                        rss_before_mb=round(run["rss_before_mb"], 1))
-            progress(f"{n:,} rows: {run['rows_per_s']:,} rows/s, peak RSS {run['peak_rss_mb']} MB")
+            progress(f"ours, {n:,} rows: {run['rows_per_s']:,} rows/s, peak RSS {run['peak_rss_mb']} MB")
+            progress(f"plain R script on the same {n:,} rows")
+            plain = plain_r(store / "inputs" / "rows.csv", Path(tmp) / "plain.csv")
+            plain.update(rows_per_s=round(n / plain["seconds"]), peak_rss_mb=round(plain["peak_rss_mb"], 1))
+            progress(f"plain R, {n:,} rows: {plain['rows_per_s']:,} rows/s, peak RSS {plain['peak_rss_mb']} MB")
+            run["plain_r"] = plain
+            run["speedup_vs_plain_r"] = round(plain["seconds"] / run["seconds"], 2)
+            run["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
             runs.append(run)
     growth = runs[-1]["peak_rss_mb"] - runs[0]["peak_rss_mb"]
     print(json.dumps({"runs": runs, "peak_rss_growth_mb": round(growth, 1),
-                      "rows_ratio": runs[-1]["rows"] / runs[0]["rows"]}, indent=2))
+                      "rows_ratio": runs[-1]["rows"] / runs[0]["rows"], "cpus": os.cpu_count()}, indent=2))
 
 
 if __name__ == "__main__":

@@ -58,6 +58,9 @@ class Blobs(Protocol):
     def keys(self, prefix: str) -> list[str]:
         """Every key under ``prefix``, sorted."""
 
+    def delete(self, key: str) -> None:
+        """Remove the object if it is there (no error if it is not)."""
+
     def open(self, key: str) -> BinaryIO:
         """A streaming reader of the object; BlobMissing if absent."""
 
@@ -165,6 +168,10 @@ class S3Blobs:
             out.extend(item["Key"] for item in page.get("Contents", []))
         return sorted(out)
 
+    def delete(self, key: str) -> None:
+        """DeleteObject (S3 answers 204 whether or not the key exists)."""
+        self.s3.delete_object(Bucket=self.bucket, Key=key)
+
     def open(self, key: str) -> BinaryIO:
         """The streaming body of a GET."""
         from botocore.exceptions import ClientError
@@ -250,6 +257,13 @@ class DirBlobs:
         found = (str(p.relative_to(base)) for p in base.rglob("*")
                  if p.is_file() and not p.name.startswith((".part-", ".lock-")))
         return sorted(k for k in found if k.startswith(prefix))
+
+    def delete(self, key: str) -> None:
+        """Unlink the file if it is there."""
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            pass
 
     def open(self, key: str) -> BinaryIO:
         """The open file."""

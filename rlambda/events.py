@@ -330,6 +330,8 @@ def s3_objects(event: Any) -> list[S3Object]:
     """
     from urllib.parse import unquote_plus
 
+    if isinstance(event, dict) and event.get("source") == "aws.s3" and "detail" in event:
+        return [_eventbridge_s3_object(event)]
     records = event.get("Records") if isinstance(event, dict) else None
     if not isinstance(records, list):
         raise BadRequest("Not an S3 event: it has no Records list.", [Problem("Records", "is required")])
@@ -355,3 +357,23 @@ def s3_objects(event: Any) -> list[S3Object]:
     if not out:
         raise BadRequest("The S3 event has no ObjectCreated record.", [Problem("Records", "has no ObjectCreated record")])
     return out
+
+
+def _eventbridge_s3_object(event: dict[str, Any]) -> S3Object:
+    """The object of an EventBridge "Object Created" event from S3.
+
+    EventBridge carries the key as S3 stored it (no URL encoding, unlike S3's
+    own notifications), under ``detail``.
+    """
+    if event.get("detail-type") != "Object Created":
+        raise BadRequest(f"The EventBridge S3 event is {event.get('detail-type')!r}, not 'Object Created'.",
+                         [Problem("detail-type", "must be 'Object Created'")])
+    detail = event.get("detail") or {}
+    obj = detail.get("object") or {}
+    bucket = str((detail.get("bucket") or {}).get("name", ""))
+    key = str(obj.get("key", ""))
+    if not bucket or not key:
+        raise BadRequest("The EventBridge S3 event names no bucket or key.",
+                         [Problem("detail.object.key", "is required"), Problem("detail.bucket.name", "is required")])
+    return S3Object(bucket=bucket, key=key, size=int(obj.get("size") or 0), etag=str(obj.get("etag", "")),
+                    version=obj.get("version-id"), sequencer=str(obj.get("sequencer", "")))

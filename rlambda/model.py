@@ -52,6 +52,11 @@ class Model:
             names = ", ".join(f"{p.name} ({p.type})" for p in unsupported)
             raise ModelLoadError(f"the model needs predictors that JSON cannot carry: {names}")
 
+    @property
+    def r(self) -> rsession.RModel:
+        """The model in R, for R code that scores through its scorer (batch.R)."""
+        return self._r
+
     @classmethod
     def load(cls, source: ModelFile, threshold: float = 0.5) -> "Model":
         """Read the file into R (once) and derive the prototype from the object."""

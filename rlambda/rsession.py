@@ -339,6 +339,7 @@ class RModel:
         start()
         self._scorer: Any = None
         self._interval: Any = None
+        self._loaded: Any = None
         self.explain: dict[str, Any] = {}
         # kept: __del__ may run while the interpreter shuts down, when
         # lock()'s import no longer works
@@ -359,6 +360,8 @@ class RModel:
                     self.explain = {"example": _py(parts["example"]), "ranges": _py(parts["ranges"])}
                     if parts["interval"] is not _ri.NULL:
                         self._interval = parts["interval"]
+                # kept whole for R code that scores through this model (batch.R)
+                self._loaded = loaded
             finally:
                 del loaded, explain, parts
         self.width = len(self.description.get("classes") or []) + 1 if self.kind == "multiclass" else 1
@@ -427,10 +430,11 @@ class RModel:
         # The last holder of a swapped-out model may be any request thread:
         # the scorer (an R closure holding the fitted object) is let go
         # under the lock, wherever that happens.
-        if getattr(self, "_scorer", None) is not None or getattr(self, "_interval", None) is not None:
+        if any(getattr(self, name, None) is not None for name in ("_scorer", "_interval", "_loaded")):
             with self._lock:
                 self._scorer = None
                 self._interval = None
+                self._loaded = None
 
 
 def packages(path: str | os.PathLike[str], recursive: bool = False) -> list[str]:
@@ -496,15 +500,25 @@ def collect_garbage() -> None:
         _ri.baseenv["gc"](False, False, False)  # verbose, reset, full
 
 
-def call_file(path: str | os.PathLike[str], function: str, *args: str | int | float | bool) -> Any:
-    """Call ``function`` defined in the R file at ``path`` with scalar arguments.
+Arg = Union[str, int, float, bool, None, RModel, Sequence[str], Sequence[int]]
+
+
+def call_file(path: str | os.PathLike[str], function: str, *args: Arg, refusals: bool = False) -> Any:
+    """Call ``function`` defined in the R file at ``path``.
 
     The file (our own code, shipped in the package) is evaluated once into an
-    environment of its own. Arguments become R scalars, never R code, and the
-    result comes back as Python lists and dicts.
+    environment of its own. With ``refusals``, an error whose message carries
+    serve.R's refusal marker (``[rlambda] ...``, e.g. batch.R's missing
+    data.table) comes back as :class:`RRefused`; otherwise R's message is
+    kept as it is, in an :class:`RError`.
+    Arguments become R values, never R code: scalars, ``None`` (NULL), lists
+    of strings or of ints (vectors), or an :class:`RModel` (its
+    ``list(description, scorer)``). The result comes back as Python lists
+    and dicts.
     """
     start()
     ri = _ri
+    errors = _error if refusals else _plain_error
     with lock():
         env = fn = result = None
         r_args: list[Any] = []
@@ -514,19 +528,34 @@ def call_file(path: str | os.PathLike[str], function: str, *args: str | int | fl
             if env is None:
                 env = ri.baseenv["new.env"]()
                 source = Path(path).read_text(encoding="utf-8")
-                _r_call(lambda: ri.evalr(source, envir=env), errors=_plain_error)
+                _r_call(lambda: ri.evalr(source, envir=env), errors=errors)
                 _files[key] = env
-            for arg in args:
-                if isinstance(arg, bool):
-                    r_args.append(ri.BoolSexpVector([arg]))
-                elif isinstance(arg, int):
-                    r_args.append(ri.IntSexpVector([arg]))
-                elif isinstance(arg, float):
-                    r_args.append(ri.FloatSexpVector([arg]))
-                else:
-                    r_args.append(ri.StrSexpVector([str(arg)]))
+            r_args.extend(_arg(arg) for arg in args)
             fn = env[function]
-            result = _r_call(fn, *r_args, errors=_plain_error)
+            result = _r_call(fn, *r_args, errors=errors)
             return _py(result)
         finally:
             del env, fn, result, r_args
+
+
+def _arg(arg: Arg) -> Any:
+    """One call_file argument as an R value (the caller holds the lock)."""
+    ri = _ri
+    if arg is None:
+        return ri.NULL
+    if isinstance(arg, RModel):
+        return arg._loaded
+    if isinstance(arg, bool):
+        return ri.BoolSexpVector([arg])
+    if isinstance(arg, int):
+        return ri.IntSexpVector([arg])
+    if isinstance(arg, float):
+        return ri.FloatSexpVector([arg])
+    if isinstance(arg, str):
+        return ri.StrSexpVector([arg])
+    if isinstance(arg, array) and arg.typecode == "i":
+        return ri.IntSexpVector.from_memoryview(memoryview(arg))
+    values = list(arg)
+    if values and all(type(v) is int for v in values):
+        return ri.IntSexpVector.from_memoryview(memoryview(_ints(values)))
+    return ri.StrSexpVector([str(v) for v in values])

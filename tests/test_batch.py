@@ -48,7 +48,7 @@ def test_100k_rows_every_row_scored_or_reported(app, tmp_path, context):
     (root / "inputs").mkdir(parents=True)
     (root / "inputs" / "big.csv").write_text("\n".join(lines) + "\n")
     # WHEN it is scored
-    result = score_file(app.model(), DirBlobs(root), "inputs/big.csv", chunk_rows=10_000, tmp_dir=str(tmp_path))
+    result = score_file(app.model(), DirBlobs(root), "inputs/big.csv", chunk_bytes=200_000, tmp_dir=str(tmp_path))
     # THEN exactly 100,000 rows come out, scored or reported with a reason
     scored = read_csv((root / "outputs" / "big.csv").read_bytes())
     errors = read_csv((root / "outputs" / "big.errors.csv").read_bytes())

@@ -482,3 +482,58 @@ def test_probabilities_are_finite_or_null(apps, fitted, context):
     for row in served["predictions"]:
         total = sum(row["probabilities"].values())
         assert math.isclose(total, 1.0, abs_tol=1e-9)
+
+
+# -- a CSV through batch scoring gives the same numbers (issue 15) ---------------------
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_batch_file_equals_r_predict(name, fitted, apps, tmp_path):
+    import csv
+    import io
+
+    from rlambda.batch import score_file
+    from rlambda.blobs import DirBlobs
+
+    # GIVEN the same 400 rows as a CSV file
+    rows = rows_of(fitted, name)
+    header = list(rows[0])
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([_csv_cell(r.get(h)) for h in header] for r in rows)
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "inputs" / "rows.csv").write_text(buf.getvalue())
+    # WHEN the file is batch-scored
+    result = score_file(apps[name].model(), DirBlobs(tmp_path), "inputs/rows.csv", tmp_dir=str(tmp_path / "t"))
+    assert (result.scored, result.failed) == (400, 0)
+    out = list(csv.DictReader(io.StringIO((tmp_path / "outputs" / "rows.csv").read_text())))
+    # THEN every number is R's predict() in a separate process, to the 15 digits written
+    expected = r_predict(fitted, name, tmp_path)
+    meta = apps[name].model().describe()
+
+    def close(got: str, want: float) -> bool:
+        return float(got) == pytest.approx(want, rel=1e-14, abs=1e-300)
+
+    for row, (e, label) in zip(out, expected):
+        if meta["kind"] == "regression":
+            if math.isnan(e[0]):  # loess outside the data's range: R says NA, written empty
+                assert row["prediction"] == ""
+                continue
+            assert close(row["prediction"], e[0])
+        elif meta["kind"] == "label":
+            assert row["class"] == label
+        elif meta["kind"] == "binary":
+            assert close(row["probability"], e[-1]) and row["result"] == str(e[-1] > 0.5)
+        else:
+            assert all(close(row[f"probabilities_{c}"], x) for c, x in zip(meta["classes"], e))
+            if sorted(e)[-1] != sorted(e)[-2]:
+                assert row["class"] == meta["classes"][e.index(max(e))]

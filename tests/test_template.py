@@ -390,6 +390,10 @@ def s3_grants(resources: dict[str, Any], role: str) -> dict[str, set[str]]:
     grants: dict[str, set[str]] = {}
     for statement in statements(resources, role):
         assert statement["Effect"] == "Allow"
+        if as_list(statement["Action"]) == ["sqs:SendMessage"]:
+            # SAM's grant for the OnFailure destination: that queue and nothing else
+            assert references(statement["Resource"]) == {"FailedEventsQueue"}, statement
+            continue
         for action in as_list(statement["Action"]):
             assert action.startswith("s3:"), f"{role} has a non-S3 inline permission {action}"
             assert "*" not in action, f"{role} has a wildcard action {action}"
@@ -442,14 +446,18 @@ def test_retrain_role_reads_data_and_writes_its_model_folder_only(resources: dic
 def test_batch_role_writes_outputs_only(resources: dict[str, Any]) -> None:
     grants = s3_grants(resources, role_of(resources, "handler.batch_handler"))
     assert grants == {
-        "s3:GetObject": {BUCKET_ARN + "/inputs/*", BUCKET_ARN + "/models/*"},
+        "s3:GetObject": {BUCKET_ARN + "/inputs/*", BUCKET_ARN + "/models/*", BUCKET_ARN + "/outputs/*"},
         "s3:PutObject": {BUCKET_ARN + "/outputs/*"},
+        "s3:DeleteObject": {BUCKET_ARN + "/outputs/*"},
         "s3:ListBucket": {BUCKET_ARN},
     }
 
 
 def test_roles_log_through_the_basic_execution_policy_only(resources: dict[str, Any]) -> None:
     for role in of_type(resources, "AWS::IAM::Role").values():
+        principals = [st["Principal"]["Service"] for st in role["Properties"]["AssumeRolePolicyDocument"]["Statement"]]
+        if principals != [["lambda.amazonaws.com"]] and principals != ["lambda.amazonaws.com"]:
+            continue  # the state machine's and EventBridge's roles (tested below)
         assert role["Properties"]["ManagedPolicyArns"] == [
             "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
         ]
@@ -484,7 +492,8 @@ def test_s3_triggers_fire_on_their_prefixes_and_never_on_what_functions_write(re
     notifications = resources["ModelBucket"]["Properties"]["NotificationConfiguration"]["LambdaConfigurations"]
     ids = {r["Properties"]["Handler"]: k for k, r in of_type(resources, "AWS::Lambda::Function").items()}
     assert triggered(notifications, "data/2026-11.csv") == [ids["handler.retrain_handler"]]
-    assert triggered(notifications, "inputs/applicants.csv") == [ids["handler.batch_handler"]]
+    # inputs/ goes through EventBridge, routed by size (below), never also directly
+    assert triggered(notifications, "inputs/applicants.csv") == []
     for written in ("outputs/applicants.csv", "outputs/applicants.errors.csv",
                     "models/admission/v-0123.rds", "models/admission/v-0123.json",
                     "models/admission/current.json", "data/notes.txt", "inputs/readme.md"):
@@ -494,7 +503,7 @@ def test_s3_triggers_fire_on_their_prefixes_and_never_on_what_functions_write(re
 def test_s3_may_invoke_the_triggered_functions(resources: dict[str, Any]) -> None:
     s3_permissions = [p for p in of_type(resources, "AWS::Lambda::Permission").values()
                       if p["Properties"]["Principal"] == "s3.amazonaws.com"]
-    assert len(s3_permissions) == 2
+    assert len(s3_permissions) == 1
     # The bucket is created after the permissions, or S3 refuses the config.
     assert set(resources["ModelBucket"]["DependsOn"]) == {
         k for k, p in of_type(resources, "AWS::Lambda::Permission").items()
@@ -597,7 +606,7 @@ def test_lambda_log_filter_never_drops_what_the_code_logs(source: dict[str, Any]
 
 
 def test_alarm_watches_the_5xx_rate_of_this_api_stage(resources: dict[str, Any], source: dict[str, Any]) -> None:
-    (alarm,) = of_type(resources, "AWS::CloudWatch::Alarm").values()
+    alarm = resources["Api5xxAlarm"]
     props = alarm["Properties"]
     assert (props["Namespace"], props["MetricName"], props["Statistic"]) == ("AWS/ApiGateway", "5XXError", "Average")
     dims = {d["Name"]: d["Value"] for d in props["Dimensions"]}
@@ -616,3 +625,126 @@ def test_outputs_name_the_api_the_page_and_the_model_bucket(cfn: dict[str, Any])
     # deploy.sh reads these too.
     assert {"ModelUri", "PageBucketName", "DistributionId", "ApiKeyId"} <= set(outputs)
     assert outputs["ApiKeyId"]["Value"]["Ref"] in cfn["Resources"]
+
+
+# ------------------------------------- batch: routing by size, Distributed Map
+
+
+def _matches(pattern: Any, event: Any) -> bool:
+    """EventBridge matching for what the template uses: exact values, wildcard, numeric."""
+    if isinstance(pattern, dict):
+        return isinstance(event, dict) and all(k in event and _matches(v, event[k]) for k, v in pattern.items())
+    assert isinstance(pattern, list)
+    for rule in pattern:
+        if isinstance(rule, dict) and "wildcard" in rule:
+            if re.fullmatch(re.escape(rule["wildcard"]).replace(r"\*", ".*"), str(event)):
+                return True
+        elif isinstance(rule, dict) and "numeric" in rule:
+            op, bound = rule["numeric"]
+            assert isinstance(bound, (int, float)), "EventBridge needs a JSON number here"
+            if {"<": event < bound, ">=": event >= bound}[op]:
+                return True
+        elif isinstance(rule, dict) and "Fn::Sub" in rule:
+            if sub_text(rule) == "${AWS::StackName}-models-${AWS::AccountId}" and event == "stack-models-1":
+                return True
+        elif rule == event:
+            return True
+    return False
+
+
+def routes(resources: dict[str, Any], key: str, size: int) -> list[str]:
+    """Which targets an S3 "Object Created" EventBridge event would reach."""
+    event = {"source": "aws.s3", "detail-type": "Object Created",
+             "detail": {"bucket": {"name": "stack-models-1"}, "object": {"key": key, "size": size}}}
+    out = []
+    for rule in of_type(resources, "AWS::Events::Rule").values():
+        if _matches(rule["Properties"]["EventPattern"], event):
+            out.extend(t["Arn"].get("Ref") or t["Arn"]["Fn::GetAtt"][0] for t in rule["Properties"]["Targets"])
+    return out
+
+
+def test_each_input_csv_is_routed_once_by_its_size(resources: dict[str, Any]) -> None:
+    batch = next(k for k, r in of_type(resources, "AWS::Lambda::Function").items()
+                 if r["Properties"]["Handler"] == "handler.batch_handler")
+    threshold = 100_000_000
+    assert routes(resources, "inputs/a.csv", 10) == [batch]
+    assert routes(resources, "inputs/a.csv", threshold - 1) == [batch]
+    assert routes(resources, "inputs/a.csv", threshold) == ["BatchStateMachine"]
+    assert routes(resources, "inputs/2026/big.csv", 50 * 2**30) == ["BatchStateMachine"]
+    for key in ("outputs/a.csv", "inputs/readme.md", "data/a.csv", "outputs/.map-runs/x/manifest.json"):
+        assert routes(resources, key, 10) == [] and routes(resources, key, threshold) == [], key
+    assert resources["ModelBucket"]["Properties"]["NotificationConfiguration"]["EventBridgeConfiguration"] == {
+        "EventBridgeEnabled": True}
+
+
+def definition(resources: dict[str, Any]) -> dict[str, Any]:
+    """The state machine's ASL, substitutions left as ${...} text."""
+    props = resources["BatchStateMachine"]["Properties"]
+    body = props["DefinitionString"]
+    text = body["Fn::Join"][1] if "Fn::Join" in body else sub_text(body)
+    if isinstance(text, list):
+        text = "".join(t if isinstance(t, str) else "${X}" for t in text)
+    return json.loads(text)
+
+
+def test_distributed_map_reads_the_csv_batches_rows_and_writes_results(resources: dict[str, Any]) -> None:
+    asl = definition(resources)
+    assert asl["StartAt"] == "Plan"
+    score = asl["States"]["Score"]
+    assert score["Type"] == "Map"
+    assert score["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"
+    assert score["ItemReader"]["ReaderConfig"] == {"InputType": "CSV", "CSVHeaderLocation": "FIRST_ROW"}
+    assert score["ItemSelector"] == {"index.$": "$$.Map.Item.Index", "row.$": "$$.Map.Item.Value"}
+    batcher = score["ItemBatcher"]
+    assert batcher["MaxItemsPerBatchPath"] == "$.rows_per_batch"
+    assert batcher["MaxInputBytesPerBatch"] <= 256 * 1024
+    assert set(batcher["BatchInput"]) == {"bucket.$", "key.$", "model_version.$"}
+    assert score["MaxConcurrencyPath"] == "$.max_concurrency"
+    assert score["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+    (task,) = score["ItemProcessor"]["States"].values()
+    assert task["Resource"] == "arn:aws:states:::lambda:invoke"
+    assert task["Parameters"]["FunctionName"] == "${BatchFunctionArn}"
+    assert score["ResultWriter"]["Resource"] == "arn:aws:states:::s3:putObject"
+    assert score["ResultWriter"]["Parameters"]["Prefix"].startswith("outputs/")
+    assert asl["States"]["Collect"]["Parameters"]["Payload"]["Collect"]["manifest.$"] == "$.map.ResultWriterDetails.Key"
+    subs = resources["BatchStateMachine"]["Properties"]["DefinitionSubstitutions"]
+    assert subs["RowsPerBatch"] == {"Ref": "BatchRowsPerBatch"}
+    assert subs["MaxConcurrency"] == {"Ref": "BatchMaxConcurrency"}
+
+
+def test_state_machine_role_is_least_privilege(resources: dict[str, Any]) -> None:
+    role = resources["BatchStateMachine"]["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+    grants: dict[str, set[str]] = {}
+    for st in statements(resources, role):
+        for action in as_list(st["Action"]):
+            for res in as_list(st["Resource"]):
+                grants.setdefault(action, set()).add(json.dumps(res, sort_keys=True))
+    assert {a for a in grants if a.startswith("s3:")} == {
+        "s3:GetObject", "s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"}
+    assert all("/outputs/.map-runs/*" in r or "/inputs/*" in r for a, rs in grants.items()
+               if a.startswith("s3:") for r in rs)
+    assert grants["s3:PutObject"] == {json.dumps({"Fn::Sub": BUCKET_ARN + "/outputs/.map-runs/*"})}
+    assert all("BatchFunction" in r for r in grants["lambda:InvokeFunction"])
+    assert all("${AWS::StackName}-batch" in r for a in ("states:StartExecution", "states:DescribeExecution")
+               for r in grants[a])
+    # only the vended-logs actions, which AWS documents as account-wide, are on "*"
+    assert {a for a, rs in grants.items() if json.dumps("*") in rs} <= {
+        "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
+        "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups"}
+
+
+def test_async_failures_go_to_a_queue_with_an_alarm(resources: dict[str, Any]) -> None:
+    configs = of_type(resources, "AWS::Lambda::EventInvokeConfig")
+    by_function = {c["Properties"]["FunctionName"]["Ref"]: c["Properties"] for c in configs.values()}
+    funcs = {r["Properties"]["Handler"]: k for k, r in of_type(resources, "AWS::Lambda::Function").items()}
+    retrain, batch = by_function[funcs["handler.retrain_handler"]], by_function[funcs["handler.batch_handler"]]
+    assert retrain["MaximumRetryAttempts"] == 1 and batch["MaximumRetryAttempts"] == 2
+    for cfg in (retrain, batch):
+        assert cfg["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["FailedEventsQueue", "Arn"]}
+    assert resources[funcs["handler.retrain_handler"]]["Properties"]["ReservedConcurrentExecutions"] == 1
+    for rule in of_type(resources, "AWS::Events::Rule").values():
+        for target in rule["Properties"]["Targets"]:
+            assert target["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["FailedEventsQueue", "Arn"]}
+    alarm = resources["FailedEventsAlarm"]["Properties"]
+    assert alarm["Namespace"] == "AWS/SQS" and alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarm["Threshold"] == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold"

@@ -1,0 +1,270 @@
+# Batch scoring of CSV chunks, a whole column at a time (rlambda/batch.py
+# drives it through rsession.py). Each call reads one chunk file with
+# data.table::fread, validates every predictor column with vectorised checks
+# that still name each bad row and its reason, scores the good rows with the
+# model's own scorer (serve.R's closure: the numbers the API answers), and
+# appends the results and the errors with data.table::fwrite.
+#
+# Every cell is read as text, so the input row is echoed exactly as it came
+# (no "4.00" -> "4", no "007" -> "7"); the validation rules are the API's
+# (rlambda/prototype.py) and tests/test_batch.py checks that both agree on
+# the same cells, message for message.
+
+if (!requireNamespace("data.table", quietly = TRUE)) {
+  stop("[rlambda] batch scoring needs R package 'data.table', which is not installed in this R library",
+       call. = FALSE)
+}
+
+# Cells a spreadsheet would run as a formula (OWASP "CSV injection"): they
+# start with one of these characters. A cell that is a plain number (-1.5)
+# is left alone: it is data, and Excel reads it as a number.
+rlb_triggers <- c("=", "+", "-", "@", "\t", "\r")
+rlb_number <- "^\\s*[+-]?(?:\\d+\\.?\\d*|\\.\\d+)(?:[eE][+-]?\\d+)?\\s*$"
+
+rlb_neutralise <- function(x) {
+  first <- substr(x, 1L, 1L)
+  hit <- first %in% rlb_triggers
+  if (any(hit)) {
+    hit[hit] <- !grepl(rlb_number, x[hit], perl = TRUE)
+    x[hit] <- paste0("'", x[hit])
+  }
+  x
+}
+
+# How prototype.py's _shown() renders a text value: Python's repr, cut to 40.
+rlb_shown <- function(x) {
+  esc <- gsub("\\", "\\\\", x, fixed = TRUE)
+  dq <- grepl("'", x, fixed = TRUE) & !grepl("\"", x, fixed = TRUE)
+  sq <- !dq & grepl("'", x, fixed = TRUE)
+  esc[sq] <- gsub("'", "\\'", esc[sq], fixed = TRUE)
+  out <- ifelse(dq, paste0("\"", esc, "\""), paste0("'", esc, "'"))
+  long <- nchar(out) > 40L
+  out[long] <- paste0(substr(out[long], 1L, 37L), "...")
+  out
+}
+
+rlb_expected <- function(type, levels) {
+  if (length(levels)) return(paste0("one of ", paste(levels, collapse = ", ")))
+  switch(type, logical = "true or false", integer = "a whole number", character = "a string",
+         "a finite number")
+}
+
+# Numbers as prototype.py's _NUMBER accepts them. as.numeric() is the fast
+# path; it also takes hexadecimal ("0x1A") and a bare exponent ("1e"), so
+# cells with an x or an e are checked against the pattern itself.
+rlb_numbers <- function(s) {
+  x <- suppressWarnings(as.numeric(s))
+  odd <- grepl("[xXeE]", s, perl = TRUE)
+  if (any(odd)) x[odd][!grepl(rlb_number, s[odd], perl = TRUE)] <- NA_real_
+  ok <- is.finite(x)
+  problem <- rep(NA_character_, length(s))
+  if (!all(ok)) {
+    bad <- which(!ok)
+    big <- grepl(rlb_number, s[bad], perl = TRUE)  # valid text, but past a double's range
+    problem[bad] <- ifelse(big, "is too large for a number",
+                           paste0("must be a finite number, got ", rlb_shown(s[bad])))
+  }
+  list(value = x, problem = problem)
+}
+
+# One predictor column (text) -> list(value = typed vector for the scorer,
+# problem = NA or the reason, per row).
+rlb_parse <- function(s, type, levels) {
+  n <- length(s)
+  if (type == "factor" || (type == "character" && length(levels))) {
+    code <- match(s, levels)
+    miss <- which(is.na(code))
+    if (length(miss)) code[miss] <- match(trimws(s[miss]), levels)
+    problem <- rep(NA_character_, n)
+    bad <- which(is.na(code))
+    if (length(bad)) {
+      problem[bad] <- paste0("must be ", rlb_expected(type, levels), ", got ", rlb_shown(s[bad]))
+    }
+    value <- if (type == "factor") code else levels[code]
+    return(list(value = value, problem = problem))
+  }
+  if (type == "character") return(list(value = s, problem = rep(NA_character_, n)))
+  if (type == "logical") {
+    t <- tolower(trimws(s))
+    value <- ifelse(t %in% c("true", "t", "yes", "1"), TRUE, ifelse(t %in% c("false", "f", "no", "0"), FALSE, NA))
+    problem <- ifelse(is.na(value), paste0("must be true or false, got ", rlb_shown(s)), NA_character_)
+    return(list(value = value, problem = problem))
+  }
+  num <- rlb_numbers(s)
+  if (type == "integer") {
+    x <- num$value
+    problem <- sub("a finite number", "a whole number", num$problem, fixed = TRUE)
+    ok <- is.na(problem)
+    frac <- ok & x != trunc(x)
+    problem[frac] <- paste0("must be a whole number, got ", rlb_shown(s[frac]))
+    big <- ok & !frac & abs(x) > 2147483647
+    problem[big] <- "is too large for an R integer (at most 2147483647)"
+    x[!is.na(problem)] <- 0
+    return(list(value = as.integer(x), problem = problem))
+  }
+  num
+}
+
+# Rows of a data.table by position, without `[.data.table` (whose meaning
+# depends on whether the calling environment is "data.table aware").
+rlb_rows <- function(d, i) {
+  out <- lapply(d, function(x) x[i])
+  data.table::setDT(out)
+  out
+}
+
+# The output columns for the scored rows, in the order the API names them.
+rlb_results <- function(p, n, kind, classes, threshold) {
+  if (kind == "binary") {
+    p[!is.finite(p)] <- NA_real_
+    # as Python's str(p > threshold): NaN is not above it
+    return(list(result = c("False", "True")[(!is.na(p) & p > threshold) + 1L], probability = p))
+  }
+  if (kind == "multiclass") {
+    k <- length(classes)
+    m <- matrix(p, nrow = n)
+    pick <- m[, k + 1L]
+    ok <- is.finite(pick) & pick >= 1 & pick <= k
+    out <- list(class = ifelse(ok, classes[ifelse(ok, pick, 1)], NA_character_))
+    for (j in seq_len(k)) {
+      v <- m[, j]
+      v[!is.finite(v)] <- NA_real_
+      out[[paste0("probabilities_", classes[[j]])]] <- v
+    }
+    return(out)
+  }
+  if (kind == "label") {
+    # 1-based indices into classes; NA (written empty) when R could not decide
+    ok <- is.finite(p) & p >= 1 & p <= length(classes)
+    out <- rep(NA_character_, n)
+    out[ok] <- classes[p[ok]]
+    return(list(class = out))
+  }
+  p[!is.finite(p)] <- NA_real_
+  list(prediction = p)
+}
+
+rlb_result_names <- function(kind, classes) {
+  switch(kind, binary = c("result", "probability"),
+         multiclass = c("class", paste0("probabilities_", classes)), label = "class", "prediction")
+}
+
+# Write the header rows of the output and errors files (truncating them).
+rl_batch_begin <- function(model, header, out_path, err_path) {
+  d <- model$description
+  kind <- d$kind[[1L]]
+  names_out <- rlb_neutralise(c(header, rlb_result_names(kind, as.character(d$classes)), "model_version"))
+  empty <- function(nm) {
+    x <- rep(list(character(0)), length(nm))
+    names(x) <- paste0("V", seq_along(nm))
+    data.table::setDT(x)
+    x
+  }
+  data.table::fwrite(data.table::setnames(empty(names_out), names_out), out_path)
+  names_err <- rlb_neutralise(c("row", "reason", header))
+  data.table::fwrite(data.table::setnames(empty(names_err), names_err), err_path)
+  TRUE
+}
+
+# Score one chunk file (no header line). Returns list(rows, scored, failed),
+# or list(fallback = message) when fread could not read the chunk cleanly
+# (a row of the wrong width, odd quoting): batch.py then re-reads it with
+# Python's csv module, names the ragged rows, and sends the rest back here.
+rl_batch_chunk <- function(model, path, header, first_row, rows, ragged, unescape, expected,
+                           out_path, err_path, threshold, version) {
+  width <- length(header)
+  # Warnings are collected, not thrown: fread must finish (a read cut short
+  # by a handler leaves its state behind for the next call).
+  warned <- character(0)
+  d <- tryCatch(
+    withCallingHandlers(
+      data.table::fread(path, sep = ",", quote = "\"", header = FALSE, colClasses = "character",
+                        na.strings = NULL, strip.white = FALSE, skip = 0L, blank.lines.skip = TRUE,
+                        fill = FALSE, showProgress = FALSE, encoding = "UTF-8", nThread = 1L,
+                        col.names = paste0("V", seq_len(width))),
+      warning = function(w) {
+        warned <<- c(warned, conditionMessage(w))
+        invokeRestart("muffleWarning")
+      }
+    ),
+    error = function(e) conditionMessage(e)
+  )
+  if (is.character(d)) return(list(fallback = d))
+  if (length(warned)) return(list(fallback = warned[[1L]]))
+  n <- nrow(d)
+  # fread may skip lines it judges irregular without a warning; the count
+  # of records Python expects catches that.
+  if (n != expected) return(list(fallback = sprintf("fread read %d rows of %d", n, expected)))
+  if (n == 0L) return(list(rows = 0L, scored = 0L, failed = 0L))
+  if (ncol(d) != width) return(list(fallback = sprintf("%d columns, header has %d", ncol(d), width)))
+  if (unescape) {
+    # fread keeps a quoted cell's doubled quotes ("a ""b""" -> a ""b""); RFC 4180 says a "b"
+    for (j in seq_len(width)) {
+      x <- d[[j]]
+      q <- grep("\"\"", x, fixed = TRUE)
+      if (length(q)) data.table::set(d, q, j, gsub("\"\"", "\"", x[q], fixed = TRUE))
+    }
+  }
+  row_no <- if (is.null(rows)) first_row + seq_len(n) - 1L else rows
+  if (length(row_no) != n) return(list(fallback = sprintf("%d rows, expected %d", n, length(row_no))))
+
+  desc <- model$description
+  nm <- desc$names; types <- desc$types; lv <- desc$levels
+  kind <- desc$kind[[1L]]; classes <- as.character(desc$classes)
+  reason <- if (is.null(ragged)) rep(NA_character_, n) else ifelse(nzchar(ragged), ragged, NA_character_)
+  ragged_row <- !is.na(reason)  # a row of the wrong width is reported as such, and only so
+  add <- function(reason, msg) {
+    has <- !is.na(msg) & !ragged_row
+    if (!any(has)) return(reason)
+    reason[has] <- ifelse(is.na(reason[has]), msg[has], paste(reason[has], msg[has], sep = "; "))
+    reason
+  }
+  cols <- vector("list", length(nm))
+  for (i in seq_along(nm)) {
+    j <- match(nm[[i]], header)
+    if (is.na(j)) {
+      reason <- add(reason, rep(paste0(nm[[i]], " is required: send ", rlb_expected(types[[i]], lv[[i]])), n))
+      next
+    }
+    parsed <- rlb_parse(d[[j]], types[[i]], lv[[i]])
+    cols[[i]] <- parsed$value
+    wrong <- which(!is.na(parsed$problem))
+    if (length(wrong)) {
+      msg <- rep(NA_character_, n)
+      msg[wrong] <- paste(nm[[i]], parsed$problem[wrong])
+      reason <- add(reason, msg)
+    }
+  }
+  good <- which(is.na(reason))
+  bad <- which(!is.na(reason))
+
+  # Which echoed columns can hold a formula: any column but a numeric
+  # predictor's, whose good values are numbers by now.
+  numeric_cols <- match(nm[types %in% c("numeric", "integer")], header)
+  text_cols <- setdiff(seq_len(width), numeric_cols)
+
+  if (length(good)) {
+    if (length(good) < n) cols <- lapply(cols, function(x) x[good])
+    p <- model$scorer(cols, length(good))
+    res <- rlb_results(p, length(good), kind, classes, threshold)
+    out <- if (length(good) < n) rlb_rows(d, good) else d
+    for (j in text_cols) data.table::set(out, NULL, j, rlb_neutralise(out[[j]]))
+    for (k in names(res)) data.table::set(out, NULL, k, res[[k]])
+    data.table::set(out, NULL, "model_version", version)
+    data.table::fwrite(out, out_path, append = TRUE, col.names = FALSE, na = "", nThread = 1L)
+  }
+  if (length(bad)) {
+    err <- c(list(row = row_no[bad], reason = rlb_neutralise(reason[bad])),
+             lapply(d, function(x) rlb_neutralise(x[bad])))
+    data.table::setDT(err)
+    data.table::fwrite(err, err_path, append = TRUE, col.names = FALSE, na = "", nThread = 1L)
+  }
+  list(rows = n, scored = length(good), failed = length(bad))
+}
+
+# The refusal of a whole file (empty, not UTF-8): one row of the errors file.
+rl_batch_refuse <- function(err_path, row, reason) {
+  err <- data.table::data.table(row = row, reason = rlb_neutralise(reason))
+  data.table::fwrite(err, err_path, append = TRUE, col.names = FALSE, na = "", nThread = 1L)
+  TRUE
+}
