@@ -20,6 +20,11 @@ if (!requireNamespace("data.table", quietly = TRUE)) {
 # is left alone: it is data, and Excel reads it as a number.
 rlb_triggers <- c("=", "+", "-", "@", "\t", "\r")
 rlb_number <- "^\\s*[+-]?(?:\\d+\\.?\\d*|\\.\\d+)(?:[eE][+-]?\\d+)?\\s*$"
+# prototype.py's NUMBER_TEXT and INTEGER_TEXT: numbers as text that the API
+# accepts (at most 200 integer digits and a 2-digit exponent: always a finite
+# double; whole numbers at most 9 digits), around optional white space.
+rlb_number_text <- "^\\s*[+-]?(?:0*\\d{1,200}(?:\\.\\d*)?|\\.\\d+)(?:[eE][+-]?0*\\d{1,2})?\\s*$"
+rlb_integer_text <- "^\\s*[+-]?0*\\d{1,9}\\s*$"
 
 rlb_neutralise <- function(x) {
   first <- substr(x, 1L, 1L)
@@ -54,14 +59,16 @@ rlb_expected <- function(type, levels) {
 # cells with an x or an e are checked against the pattern itself.
 rlb_numbers <- function(s) {
   x <- suppressWarnings(as.numeric(s))
-  odd <- grepl("[xXeE]", s, perl = TRUE)
-  if (any(odd)) x[odd][!grepl(rlb_number, s[odd], perl = TRUE)] <- NA_real_
+  # as.numeric() also takes what the API refuses as text: hexadecimal, a bare
+  # or 3-digit exponent, more than 200 digits. Only such cells meet the regex.
+  odd <- grepl("[xXeE]", s, perl = TRUE) | nchar(s) > 200L
+  if (any(odd)) x[odd][!grepl(rlb_number_text, s[odd], perl = TRUE)] <- NA_real_
   ok <- is.finite(x)
   problem <- rep(NA_character_, length(s))
   if (!all(ok)) {
     bad <- which(!ok)
     big <- grepl(rlb_number, s[bad], perl = TRUE)  # valid text, but past a double's range
-    problem[bad] <- ifelse(big, "is too large for a number",
+    problem[bad] <- ifelse(big, "is too large for a number as text (at most a 2-digit exponent); send a JSON number",
                            paste0("must be a finite number, got ", rlb_shown(s[bad])))
   }
   list(value = x, problem = problem)
@@ -90,19 +97,16 @@ rlb_parse <- function(s, type, levels) {
     problem <- ifelse(is.na(value), paste0("must be true or false, got ", rlb_shown(s)), NA_character_)
     return(list(value = value, problem = problem))
   }
-  num <- rlb_numbers(s)
   if (type == "integer") {
-    x <- num$value
-    problem <- sub("a finite number", "a whole number", num$problem, fixed = TRUE)
-    ok <- is.na(problem)
-    frac <- ok & x != trunc(x)
-    problem[frac] <- paste0("must be a whole number, got ", rlb_shown(s[frac]))
-    big <- ok & !frac & abs(x) > 2147483647
-    problem[big] <- "is too large for an R integer (at most 2147483647)"
-    x[!is.na(problem)] <- 0
+    # as prototype.parse_integer: text is a whole number of at most 9 digits
+    # (always within R's integers), checked before anything else
+    ok <- grepl(rlb_integer_text, s, perl = TRUE)
+    problem <- ifelse(ok, NA_character_,
+                      paste0("must be a whole number (at most 9 digits as text), got ", rlb_shown(s)))
+    x <- ifelse(ok, suppressWarnings(as.numeric(s)), 0)
     return(list(value = as.integer(x), problem = problem))
   }
-  num
+  rlb_numbers(s)
 }
 
 # Rows of a data.table by position, without `[.data.table` (whose meaning

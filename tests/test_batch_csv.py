@@ -131,7 +131,7 @@ def test_a_clean_rerun_deletes_the_old_errors_file(app, store):
 
 
 CELLS = ["800", " 800 ", "8e2", "1e", "0x10", "Inf", "NaN", "", "abc", "1e400", "-0", "+.5", "1_000",
-         "'quoted'", 'say "x"', "a" * 60]
+         "'quoted'", 'say "x"', "a" * 60, "1e100", "1e-300", "8e02", "1" * 250, "0" * 250 + "7"]
 RANKS = ["1", " 2 ", "4", "5", "1.0", "", "one"]
 
 
