@@ -43,8 +43,8 @@ LAMBDA_GLIBCXX=${LAMBDA_GLIBCXX:-3.4.29}
 EXTRA_R_PACKAGES=""
 MODEL_RDS=""
 # R packages every zip carries beyond base R, built like --r-packages.
-# (issue 15 adds data.table here.)
-DEFAULT_R_PACKAGES=""
+# data.table: batch scoring reads and writes CSV chunks with fread/fwrite (rlambda/batch.R).
+DEFAULT_R_PACKAGES="data.table"
 RPY2_VERSION=3.5.17
 CFFI_VERSION=2.1.1
 # Lambda's limits; lower them to leave room for layers (they share the 250 MB).

@@ -12,6 +12,7 @@ tests/test_lambda_runtime.py runs it under Lambda's own runtime client.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -35,7 +36,8 @@ SCRIPT = ROOT / "scripts" / "package.sh"
 BUCKET, KEY = "serverless-poc-models", "admission.rds"
 MODEL_URI = f"s3://{BUCKET}/{KEY}"
 # What start-up and scoring load (loadedNamespaces() after real requests).
-R_PACKAGES = {"base", "compiler", "datasets", "graphics", "grDevices", "methods", "stats", "tools", "utils"}
+R_PACKAGES = {"base", "compiler", "datasets", "graphics", "grDevices", "methods", "stats", "tools", "utils",
+              "data.table"}  # data.table: the batch path (rlambda/batch.R)
 SCORED_EVENTS = [
     "direct_single.json",
     "direct_batch.json",
@@ -367,6 +369,46 @@ def test_rscript_from_the_package_works(sandbox: Sandbox) -> None:
     home, ld_path = run.stdout.splitlines()[:2]
     assert home == "/var/task/R"
     assert "/var/task/R/../lib" in ld_path.split(":")
+
+
+BATCH_SCRIPT = """
+import json, os, sys
+sys.path[:0] = ["/var/task", "/var/runtime"]
+from rlambda.app import App
+from rlambda.batch import score_file
+from rlambda.blobs import DirBlobs
+result = score_file(App().model(), DirBlobs("/tmp/batch-store"), "inputs/x.csv", tmp_dir="/tmp/batch-work")
+print(json.dumps(result.summary()))
+"""
+
+
+def test_the_zip_scores_a_batch_file_with_its_own_data_table(sandbox: Sandbox, model_path: Path) -> None:
+    """The batch path (fread/fwrite of the data.table built for the zip) runs where no R is installed,
+    and its probabilities equal R's own predict on the same rows (the host's R, another process)."""
+    # GIVEN a CSV with a good row, a quoted id, a bad row and a CRLF ending, under the sandbox's /tmp
+    store = sandbox.tmp / "batch-store"
+    shutil.rmtree(store, ignore_errors=True)
+    (store / "inputs").mkdir(parents=True)
+    rows = [("a", "800", "4", "1"), ('"b, quoted"', "520", "2.9", "3"), ("c", "abc", "3", "2"), ("d", "640", "3.5", "4")]
+    (store / "inputs" / "x.csv").write_bytes(("id,gre,gpa,rank\r\n" + "".join(",".join(r) + "\r\n" for r in rows)).encode())
+    # WHEN the zip's own code scores it in the sandbox
+    run = sandbox.run_python(["-c", BATCH_SCRIPT])
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert (summary["scored"], summary["failed"]) == (3, 1), summary
+    with open(store / "outputs" / "x.csv", newline="") as fh:
+        out = list(csv.DictReader(fh))
+    assert [r["id"] for r in out] == ["a", "b, quoted", "d"]
+    # THEN the probabilities equal R's predict(type = "response") computed by Rscript on the host
+    code = (f'fit <- readRDS("{model_path}"); d <- data.frame(gre = c(800, 520, 640), gpa = c(4, 2.9, 3.5), '
+            'rank = factor(c(1, 3, 4), levels = 1:4)); cat(sprintf("%.17g", predict(fit, d, type = "response")))')
+    expected = [float(x) for x in subprocess.run(["Rscript", "-e", code], capture_output=True, text=True,
+                                                 check=True).stdout.split()]
+    got = [float(r["probability"]) for r in out]
+    assert got == pytest.approx(expected, rel=1e-12, abs=0)
+    with open(store / "outputs" / "x.errors.csv", newline="") as fh:
+        (bad,) = list(csv.reader(fh))[1:]
+    assert "gre must be a finite number" in ",".join(bad)
 
 
 def test_collation_stays_out_of_the_icu_stub(sandbox: Sandbox) -> None:
