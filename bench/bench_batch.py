@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchutil import progress
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "admission.rds"
 
@@ -42,10 +44,6 @@ peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({{"rows": result.rows, "scored": result.scored, "failed": result.failed,
                   "seconds": seconds, "rss_before_mb": base / 1024, "peak_rss_mb": peak / 1024}}))
 """
-
-
-def progress(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
 def write_csv(path: Path, rows: int, seed: int = 5) -> None:

@@ -40,6 +40,8 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
+from benchutil import free_port, progress
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "admission.rds"
 BUCKET = "bench-coldstart-models"
@@ -64,16 +66,6 @@ print(json.dumps({{"first_answer": out.get("result"), "wall_start": wall_start, 
                   "phases": {{"imports_s": t1 - t0, "init_s": t2 - t1, "first_answer_s": t3 - t2}},
                   "init_ms": handler.app.init_phases}}))
 """
-
-
-def progress(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_moto() -> tuple[subprocess.Popen[bytes], str]:

@@ -16,13 +16,14 @@ import argparse
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchutil import free_port, progress
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "admission.rds"
@@ -37,16 +38,6 @@ out = handler.lambda_handler({{"gre": 800, "gpa": 4, "rank": 1}}, None)
 assert out["result"] is True, out
 print(json.dumps({{"in_process_s": time.perf_counter() - t0}}))
 """
-
-
-def progress(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

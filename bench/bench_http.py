@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from benchutil import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = '{"gre":800,"gpa":4,"rank":1}'
@@ -53,12 +53,6 @@ class Run:
     p99_ms: float
     requests: int
     errors: int
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post(port: int, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:

@@ -30,6 +30,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchutil import progress
+
 ROOT = Path(__file__).resolve().parent.parent
 
 CHILD = r"""
@@ -69,10 +71,6 @@ p.sort()
 out["predict_p50_us"] = round(p[len(p) // 2] * 1e6, 1)
 print(json.dumps(out))
 """
-
-
-def progress(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
 def fit(out: Path, script: str) -> Path:

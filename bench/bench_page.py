@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from localserver import LocalServer  # noqa: E402
+from benchutil import progress  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 MEASURE = """() => new Promise((resolve) => {
@@ -35,10 +36,6 @@ MEASURE = """() => new Promise((resolve) => {
   obs.observe(document.getElementById('chart'), {childList: true, subtree: true});
   document.getElementById('submit').click();
 })"""
-
-
-def progress(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
 def main() -> None:

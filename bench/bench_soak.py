@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,18 +29,12 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from benchutil import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = ROOT / "bench" / "soak.lua"
 CHECK_BODY = b'{"gre": 640, "gpa": 3.3, "rank": 2}'
 MIN_PREDICTIONS = 100_000
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_kb(pid: int) -> int:
