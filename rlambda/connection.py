@@ -180,6 +180,12 @@ class Connection(HttpToolsProtocol):
         self._refusal = _Refused(status, message)
         raise self._refusal
 
+    def _count_head(self, size: int) -> None:
+        """Add ``size`` bytes of request line or headers; refuse past the head limit."""
+        self._head += size
+        if self._head > MAX_HEAD_BYTES:
+            self._refuse(431, f"The request head is too large: more than {MAX_HEAD_BYTES} bytes of request line and headers.")
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head, self._head_done = True, False
@@ -188,9 +194,7 @@ class Connection(HttpToolsProtocol):
 
     def on_url(self, url: bytes) -> None:
         self._unparsed = 0
-        self._head += len(url)
-        if self._head > MAX_HEAD_BYTES:
-            self._refuse(431, f"The request head is too large: more than {MAX_HEAD_BYTES} bytes of request line and headers.")
+        self._count_head(len(url))
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -202,9 +206,7 @@ class Connection(HttpToolsProtocol):
             if self._trailer > MAX_HEAD_BYTES:
                 self._refuse(431, f"The trailers are too large: more than {MAX_HEAD_BYTES} bytes.")
             return
-        self._head += size
-        if self._head > MAX_HEAD_BYTES:
-            self._refuse(431, f"The request head is too large: more than {MAX_HEAD_BYTES} bytes of request line and headers.")
+        self._count_head(size)
         lower = name.lower()
         if lower == b"origin":
             self._origin = value.decode("latin-1")

@@ -330,21 +330,28 @@ def test_integer_text_and_whole_floats_are_accepted(apps, context):
     assert d["probability"] != a["probability"]
 
 
+def _r_predict_one(tmp_path: Path, rds: Path, newdata: str, predict_args: str) -> float:
+    """R's own predict for one row, in a separate Rscript process (never serve.R's code)."""
+    script = tmp_path / "one.R"
+    script.write_text(
+        "fit <- readRDS(commandArgs(TRUE)[[1]])\n"
+        f"nd <- {newdata}\n"
+        f"cat(sprintf('%.17g', predict(fit, nd{predict_args})))\n"
+    )
+    out = subprocess.run(["Rscript", str(script), str(rds)], capture_output=True, text=True,
+                         check=True, env={**os.environ, "TZ": "UTC"})
+    return float(out.stdout)
+
+
 def test_integer_stored_numeric_column_takes_a_fraction(apps, fitted, tmp_path, context):
     """dataClasses decide: cyl_i is stored as integer but the lm calls it numeric."""
     app = apps["lm"]
     assert {"name": "cyl_i", "type": "numeric"} in app.model().prototype.describe()
     served = app.handle({**GOOD_LM, "cyl_i": 6.5}, context)["prediction"]
-    script = tmp_path / "one.R"
-    script.write_text(
-        "fit <- readRDS(commandArgs(TRUE)[[1]])\n"
-        "nd <- data.frame(wt = 3.1, hp = 120, disp = 200, gear_o = factor('4', levels = c('3', '4', '5'),"
-        " ordered = TRUE), carb_c = 'few', vs_l = TRUE, cyl_i = 6.5)\n"
-        "cat(sprintf('%.17g', predict(fit, nd)))\n"
-    )
-    out = subprocess.run(["Rscript", str(script), str(fitted / "lm.rds")], capture_output=True, text=True,
-                         check=True, env={**os.environ, "TZ": "UTC"})
-    assert abs(served - float(out.stdout)) <= TOL
+    expected = _r_predict_one(tmp_path, fitted / "lm.rds",
+                              "data.frame(wt = 3.1, hp = 120, disp = 200, gear_o = factor('4', levels = c('3', '4', '5'),"
+                              " ordered = TRUE), carb_c = 'few', vs_l = TRUE, cyl_i = 6.5)", "")
+    assert abs(served - expected) <= TOL
 
 
 def test_glm_on_read_csv_data_takes_a_fractional_gre(apps, fitted, tmp_path, context):
@@ -352,15 +359,10 @@ def test_glm_on_read_csv_data_takes_a_fractional_gre(apps, fitted, tmp_path, con
     app = apps["glm_readcsv"]
     assert {"name": "gre", "type": "numeric"} in app.model().prototype.describe()
     served = app.handle({"gre": 650.5, "gpa": 3.1, "rank": 2}, context)["probability"]
-    script = tmp_path / "one.R"
-    script.write_text(
-        "fit <- readRDS(commandArgs(TRUE)[[1]])\n"
-        "nd <- data.frame(gre = 650.5, gpa = 3.1, rank = factor('2', levels = c('1', '2', '3', '4')))\n"
-        "cat(sprintf('%.17g', predict(fit, nd, type = 'response')))\n"
-    )
-    out = subprocess.run(["Rscript", str(script), str(fitted / "glm_readcsv.rds")], capture_output=True, text=True,
-                         check=True, env={**os.environ, "TZ": "UTC"})
-    assert abs(served - float(out.stdout)) <= TOL
+    expected = _r_predict_one(tmp_path, fitted / "glm_readcsv.rds",
+                              "data.frame(gre = 650.5, gpa = 3.1, rank = factor('2', levels = c('1', '2', '3', '4')))",
+                              ", type = 'response'")
+    assert abs(served - expected) <= TOL
 
 
 def test_free_text_predictor():
