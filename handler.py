@@ -10,16 +10,16 @@ from __future__ import annotations
 from typing import Any, Callable
 
 # rlambda.rsession finds the trimmed R the zip carries at <task root>/R by itself.
-from rlambda import logs, snapstart
-from rlambda.app import App
+from rlambda import coldstart
 
-logs.configure()
-app = App()
-
-# Lambda's init: the model downloads on a thread while R starts, then is read
-# into R, before the first request. It never raises: what fails here is
+# Lambda's init: R starts on this thread while another imports the rest of
+# the service and downloads the model; the model is then read into R, before
+# the first request. It never raises for a model or an R that fails: that is
 # logged and reported by the first request (503 with Retry-After).
-app.warm_up()
+app = coldstart.init()
+
+from rlambda import snapstart  # noqa: E402 - after the init, whose imports it would delay
+
 # With SnapStart: primed before the snapshot, renewed after each restore.
 snapstart.register(app)
 

@@ -31,7 +31,7 @@ from .events import Request, Response, RestApiAdapter, adapter_for, check_json_c
 from .model import Model, ModelLoadError, ModelUnsupported
 from .prototype import NUMBER_LIKE, _shown
 from .settings import Settings
-from .store import Location, ModelFile, Store
+from .store import Location, ModelFile, Prefetch, Store
 
 log = logging.getLogger("rlambda")
 
@@ -83,41 +83,6 @@ def parse_json(body: bytes | None) -> Any:
         raise BadRequest("The body is nested too deeply.", [Problem("body", "is nested too deeply")]) from None
 
 
-class _Prefetch:
-    """The model's download, on a thread of its own (Lambda's init starts R meanwhile)."""
-
-    def __init__(self, fetch: Callable[[], ModelFile]) -> None:
-        self._fetch = fetch
-        self._done = threading.Event()
-        self.value: ModelFile | None = None
-        self.error: BaseException | None = None
-        self.ms = 0.0
-        # a daemon: a download stalled on a slow S3 never keeps the process alive
-        threading.Thread(target=self._run, name="rlambda-prefetch", daemon=True).start()
-
-    def _run(self) -> None:
-        started = time.perf_counter()
-        try:
-            self.value = self._fetch()
-        except BaseException as exc:  # handed to whoever waits for it
-            self.error = exc
-        finally:
-            self.ms = (time.perf_counter() - started) * 1e3
-            self._done.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """True once the download has finished (well or not)."""
-        return self._done.wait(timeout)
-
-    def result(self) -> ModelFile:
-        """The downloaded file; raises the download's error."""
-        self._done.wait()
-        if self.error is not None:
-            raise self.error
-        assert self.value is not None
-        return self.value
-
-
 def _query_number(text: str) -> float | str:
     """A decimal number from query text (any exponent), or the text itself."""
     stripped = text.strip()
@@ -151,13 +116,16 @@ def _interval_level(model: Model, payload: dict[str, Any]) -> float | None:
 class App:
     """The scoring service: routes, model life and error handling."""
 
-    def __init__(self, settings: Settings | None = None, store: Store | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, store: Store | None = None,
+                 prefetch: Prefetch | None = None) -> None:
+        """``prefetch``: the model's download, already started (coldstart.py starts it before this class is imported)."""
         self.settings = settings or Settings.from_env()
         self.store = store or Store(self.settings.cache_dir)
         self._model: Model | None = None
         self._load_lock = threading.Lock()
         self._next_check = 0.0
-        self._prefetch: _Prefetch | None = None
+        self._prefetch = prefetch
+        self._warmed = False
         self.init_phases: dict[str, float] = {}
         try:
             self._versioned = Location.parse(self.settings.model_uri).folder
@@ -194,7 +162,7 @@ class App:
             return self._model or model
         return model
 
-    def warm_up(self) -> dict[str, float]:
+    def warm_up(self, started: float | None = None) -> dict[str, float]:
         """Lambda's init: download the model on a thread while R starts, then read it into R.
 
         The cold start is then the longer of the two, not their sum. Never
@@ -203,19 +171,24 @@ class App:
         Retry-After while it may clear), which tries again. The wait for the
         download is bounded (``init_wait_s``; Lambda's init has 10 s); a
         download still running then is finished by the first request.
-        Returns the phases in ms (also logged).
+        Returns the phases in ms (also logged); ``started`` is the
+        ``perf_counter`` at which the init began, if before this call
+        (coldstart.py starts R first and records what it measured).
         """
-        started = time.perf_counter()
+        started = time.perf_counter() if started is None else started
         phases = self.init_phases
-        if self._model is not None or self._prefetch is not None:
+        if self._model is not None or self._warmed:
             return phases
-        fetch = self._prefetch = _Prefetch(self._fetch)
+        self._warmed = True
+        fetch = self._prefetch
+        if fetch is None:
+            fetch = self._prefetch = Prefetch(self._fetch)
         try:
             rsession.start()
         except Exception as exc:
             log.error("R did not start at init; requests will report it", extra={"reason": str(exc)})
             return phases
-        phases["r_start_ms"] = round((time.perf_counter() - started) * 1e3, 2)
+        phases.setdefault("r_start_ms", round((time.perf_counter() - started) * 1e3, 2))
         if not fetch.wait(self.settings.init_wait_s):
             log.warning("the model is still downloading at the end of init; the first request waits for it",
                         extra={"waited_s": self.settings.init_wait_s})

@@ -10,12 +10,31 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Protocol
 
 _CHUNK = 1 << 20
+
+
+def client_error() -> Any:
+    """botocore's ClientError once botocore is imported; before, an empty tuple (catches nothing).
+
+    An except clause's expression is evaluated only when an exception reaches
+    it, and an S3 client error can only come from botocore once it is
+    imported: a read the standard-library reader (s3reader.py) answered thus
+    never imports botocore (0.1 s at a cold start) just to name its errors.
+    """
+    module = sys.modules.get("botocore.exceptions")
+    return module.ClientError if module is not None else ()
+
+
+def botocore_error() -> Any:
+    """botocore's BotoCoreError once botocore is imported, else an empty tuple (see client_error)."""
+    module = sys.modules.get("botocore.exceptions")
+    return module.BotoCoreError if module is not None else ()
 
 
 class BlobMissing(Exception):
@@ -88,11 +107,9 @@ class S3Blobs:
 
     def get(self, key: str) -> Blob:
         """The object's bytes; BlobMissing if absent."""
-        from botocore.exceptions import ClientError
-
         try:
             out = self.s3.get_object(Bucket=self.bucket, Key=key, **self._version(key))
-        except ClientError as exc:
+        except client_error() as exc:
             if self._missing(exc):
                 raise BlobMissing(self.uri(key)) from None
             raise
@@ -100,13 +117,11 @@ class S3Blobs:
 
     def get_if_changed(self, key: str, etag: str | None) -> Blob | None:
         """A conditional GET: S3 answers 304 Not Modified when the ETag still matches."""
-        from botocore.exceptions import ClientError
-
         if etag is None:
             return self.get(key)
         try:
             out = self.s3.get_object(Bucket=self.bucket, Key=key, IfNoneMatch=f'"{etag}"')
-        except ClientError as exc:
+        except client_error() as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in ("304", "NotModified") or status == 304:
@@ -124,12 +139,10 @@ class S3Blobs:
 
     def put_if(self, key: str, data: bytes, etag: str | None, content_type: str = "application/json") -> str:
         """S3's conditional write: If-Match on the ETag read, or If-None-Match: * for a new key."""
-        from botocore.exceptions import ClientError
-
         cond = {"IfMatch": f'"{etag}"'} if etag else {"IfNoneMatch": "*"}
         try:
             out = self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, **cond)
-        except ClientError as exc:
+        except client_error() as exc:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             code = str(exc.response.get("Error", {}).get("Code", ""))
             # 412: the object changed; 409: another conditional write was in flight
@@ -151,12 +164,10 @@ class S3Blobs:
 
     def exists(self, key: str) -> bool:
         """A HEAD request."""
-        from botocore.exceptions import ClientError
-
         try:
             self.s3.head_object(Bucket=self.bucket, Key=key)
             return True
-        except ClientError as exc:
+        except client_error() as exc:
             if self._missing(exc) or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
                 return False
             raise
@@ -174,11 +185,9 @@ class S3Blobs:
 
     def open(self, key: str) -> BinaryIO:
         """The streaming body of a GET."""
-        from botocore.exceptions import ClientError
-
         try:
             return self.s3.get_object(Bucket=self.bucket, Key=key, **self._version(key))["Body"]
-        except ClientError as exc:
+        except client_error() as exc:
             if self._missing(exc):
                 raise BlobMissing(self.uri(key)) from None
             raise

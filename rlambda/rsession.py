@@ -133,6 +133,15 @@ DEFAULT_PACKAGES = "utils,stats"
 JIT_LEVEL = "0"
 
 
+# R's start is C code that lets go of Python's GIL, but it calls back into
+# Python (rpy2's event-processing callback) hundreds of times, and with
+# another thread busy in Python (the init's imports and download run beside
+# it) each callback waited for that thread's 5 ms time slice. Measured here:
+# R's start with a busy Python thread beside it took 93-144 ms at Python's
+# default 5 ms, 58-66 ms at 50 us, and 58-66 ms alone. Restored once R is up.
+START_SWITCH_INTERVAL_S = 5e-5
+
+
 def _ld_library_path(r_home: str) -> str:
     """The library path R's front end would add, read from R_HOME/etc/ldpaths.
 
@@ -183,6 +192,20 @@ def lock() -> Any:
     return _openrlib().rlock
 
 
+def prepare() -> Any:
+    """Open libR and import rpy2's low-level layer: start()'s Python part, R not started yet.
+
+    Lambda's init (coldstart.py) calls it before starting its helper thread:
+    this part is Python that holds the GIL, while R's own start mostly lets it go.
+    """
+    try:
+        _openrlib()
+        import rpy2.rinterface as ri
+    except Exception as exc:  # a missing libR.so or R_HOME surfaces here
+        raise RUnavailable(f"cannot load R: {exc}") from exc
+    return ri
+
+
 def start() -> None:
     """Start the embedded R once per process and define the helpers (idempotent)."""
     global _ri
@@ -191,11 +214,7 @@ def start() -> None:
     with _start_lock:
         if _ri is not None:
             return
-        try:
-            _openrlib()
-            import rpy2.rinterface as ri
-        except Exception as exc:  # a missing libR.so or R_HOME surfaces here
-            raise RUnavailable(f"cannot load R: {exc}") from exc
+        ri = prepare()
         with lock():
             # initr_simple: skips rpy2's extra `Rscript` call that copies the
             # R front-end's environment variables; embedded R reads
@@ -213,9 +232,12 @@ def start() -> None:
             saved = {name: os.environ.get(name) for name in ("LD_LIBRARY_PATH", "R_DEFAULT_PACKAGES", "R_ENABLE_JIT")}
             os.environ.setdefault("R_DEFAULT_PACKAGES", DEFAULT_PACKAGES)
             os.environ.setdefault("R_ENABLE_JIT", JIT_LEVEL)
+            interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(interval, START_SWITCH_INTERVAL_S))
             try:
                 ri.initr_simple()
             finally:
+                sys.setswitchinterval(interval)
                 for name, value in saved.items():
                     if value is None:
                         os.environ.pop(name, None)

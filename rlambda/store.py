@@ -16,14 +16,17 @@ import json
 import logging
 import os
 import tempfile
+import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
-from .blobs import BlobMissing, DirBlobs, S3Blobs
+from .blobs import BlobMissing, DirBlobs, S3Blobs, botocore_error, client_error
 from .errors import HTTPError, InternalError, ModelUnavailable
 from .location import Location
 from .registry import POINTER, Registry
+from .s3reader import Fallback, ReadsFirst, S3Reader
 
 log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
@@ -65,6 +68,41 @@ def sha256_of(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+class Prefetch:
+    """A model's download on a thread of its own (Lambda's init starts R meanwhile)."""
+
+    def __init__(self, fetch: Callable[[], ModelFile]) -> None:
+        self._fetch = fetch
+        self._done = threading.Event()
+        self.value: ModelFile | None = None
+        self.error: BaseException | None = None
+        self.ms = 0.0
+        # a daemon: a download stalled on a slow S3 never keeps the process alive
+        threading.Thread(target=self._run, name="rlambda-prefetch", daemon=True).start()
+
+    def _run(self) -> None:
+        started = time.perf_counter()
+        try:
+            self.value = self._fetch()
+        except BaseException as exc:  # handed to whoever waits for it
+            self.error = exc
+        finally:
+            self.ms = (time.perf_counter() - started) * 1e3
+            self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the download has finished (well or not)."""
+        return self._done.wait(timeout)
+
+    def result(self) -> ModelFile:
+        """The downloaded file; raises the download's error."""
+        self._done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.value is not None
+        return self.value
+
+
 class Store:
     """Fetches model files named by URI into a local cache directory."""
 
@@ -75,6 +113,7 @@ class Store:
         self._s3_check = s3_client
         self._given = s3_client is not None
         self._session: Any = None
+        self._reader: S3Reader | None | bool = False  # False: not looked at yet
 
     def _boto(self) -> Any:
         """This store's own botocore session (not a global one, so reset_clients can drop it).
@@ -119,6 +158,17 @@ class Store:
             )
         return self._s3_check
 
+    def reader(self) -> S3Reader | None:
+        """The standard-library S3 reader, where the environment allows it (never with a given client)."""
+        if self._reader is False:
+            self._reader = None if self._given else S3Reader.from_env()
+        return self._reader  # type: ignore[return-value]
+
+    def _reads(self) -> Any:
+        """A client for the registry's reads at a fetch: the reader first, botocore for the rest."""
+        reader = self.reader()
+        return self.s3 if reader is None else ReadsFirst(reader, lambda: self.s3)
+
     def reset_clients(self) -> None:
         """Forget the session and clients this store made; new ones are made on next use.
 
@@ -128,6 +178,7 @@ class Store:
         """
         if not self._given:
             self._session = self._s3 = self._s3_check = None
+            self._reader = False  # credentials may have changed too
 
     def fetch(self, uri: str) -> ModelFile:
         """A local copy of the model at ``uri``; downloads an S3 object once.
@@ -158,12 +209,10 @@ class Store:
     def registry(self, loc: Location, quick: bool = False) -> Registry:
         """The version registry of a folder location (``quick``: for a refresh)."""
         if loc.scheme == "s3":
-            return Registry(S3Blobs(self.s3_check if quick else self.s3, loc.bucket), loc.key)
+            return Registry(S3Blobs(self.s3_check if quick else self._reads(), loc.bucket), loc.key)
         return Registry(DirBlobs(loc.key), "")
 
     def _versioned(self, loc: Location, uri: str, pointer_etag: str | None) -> ModelFile | None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
         # A refresh runs inside a request while a good model is loaded: it
         # must fail fast (and keep serving) rather than stall on a slow S3.
         registry = self.registry(loc, quick=pointer_etag is not None)
@@ -183,9 +232,9 @@ class Store:
             manifest = registry.manifest(pointer.version)
         except BlobMissing as exc:
             raise ModelUnavailable(f"{exc} is missing; the pointer names a version that is not whole.") from None
-        except ClientError as exc:
+        except client_error() as exc:
             raise _s3_error(exc, loc) from None
-        except BotoCoreError as exc:
+        except botocore_error() as exc:
             raise ModelUnavailable(f"S3 is unreachable for {uri}: {exc}. It will be retried.") from None
         except (ValueError, KeyError) as exc:
             raise InternalError(f"The pointer or manifest under {uri} is malformed: {exc}.") from None
@@ -255,16 +304,30 @@ class Store:
         return self.download(loc, uri, target, sidecar)
 
     def download(self, loc: Location, uri: str, target: Path, sidecar: Path) -> ModelFile:
-        """Download to a temporary name, verify length and hash, then rename into place."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        """Download to a temporary name, verify length and hash, then rename into place.
 
+        The standard-library reader tries first where it can (s3reader.py:
+        a cold start spares botocore's import); whatever it declines is
+        downloaded anew by botocore, whose retries and errors are the ones
+        reported.
+        """
+        reader = self.reader()
+        if reader is not None:
+            try:
+                return self._download(reader.get_object, loc, uri, target, sidecar)
+            except Fallback as exc:
+                log.info("the reader declined; botocore downloads the model", extra={"uri": uri, "reason": str(exc)})
+        return self._download(self.s3.get_object, loc, uri, target, sidecar)
+
+    def _download(self, get_object: Callable[..., Any], loc: Location, uri: str, target: Path,
+                  sidecar: Path) -> ModelFile:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise _disk_error(exc, target.parent) from None
         tmp_name = ""
         try:
-            response = self.s3.get_object(Bucket=loc.bucket, Key=loc.key)
+            response = get_object(Bucket=loc.bucket, Key=loc.key)
             expected = int(response.get("ContentLength", -1))
             with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".part-", delete=False) as tmp:
                 tmp_name = tmp.name
@@ -294,9 +357,9 @@ class Store:
                             extra={"path": str(sidecar), "reason": exc.strerror})
             log.info("downloaded model", extra={"uri": uri, "bytes": size, "sha256": digest})
             return record
-        except ClientError as exc:
+        except client_error() as exc:
             raise _s3_error(exc, loc) from None
-        except BotoCoreError as exc:
+        except botocore_error() as exc:
             raise ModelUnavailable(f"S3 is unreachable for {uri}: {exc}. It will be retried.") from None
         except OSError as exc:
             raise _disk_error(exc, target.parent) from None

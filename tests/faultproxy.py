@@ -8,10 +8,13 @@ through untouched. Faults:
 * ``status``: answer an S3 error document (503 SlowDown, 403 AccessDenied, ...);
 * ``cut``: forward the answer's headers, full Content-Length included, then
   half of its body, then close the connection;
+* ``checksum``: forward the answer with every ``x-amz-checksum-*`` header
+  made wrong (the bytes no longer match the checksum S3 sent);
 * ``down()`` / ``up()``: stop listening (connection refused), then listen
   again on the same port.
 
-Each fault applies only to request paths containing ``match`` (default: all).
+Each fault applies only to request paths containing ``match`` (default: all),
+and with ``times`` only to that many requests, then everything is forwarded.
 Every wait is bounded and wakes on ``clear()``/``close()``.
 """
 
@@ -25,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
+_CHECKSUMS = {f"x-amz-checksum-{name}" for name in ("crc32", "crc32c", "crc64nvme", "sha1", "sha256")}
 _REASONS = {403: "Forbidden", 404: "Not Found", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
@@ -32,8 +36,9 @@ _REASONS = {403: "Forbidden", 404: "Not Found", 500: "Internal Server Error", 50
 class Fault:
     """What to do to matching requests."""
 
-    kind: str = "none"  # none | delay | status | cut
+    kind: str = "none"  # none | delay | status | cut | checksum
     match: str = ""
+    times: int = 0  # 0: every matching request
     delay_s: float = 0.0
     status: int = 503
     code: str = "SlowDown"
@@ -104,6 +109,8 @@ class FaultProxy:
         if fault.kind == "none" or fault.match not in path:
             return None
         with self._lock:
+            if fault.times and self.faulted >= fault.times:
+                return None
             self.faulted += 1
         return fault
 
@@ -138,6 +145,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response_only(resp.status, resp.reason)
         for name, value in resp.getheaders():
             if name.lower() not in _HOP and name.lower() != "content-length":
+                if fault is not None and fault.kind == "checksum" and name.lower() in _CHECKSUMS:
+                    value = "AAAAAA==" if len(value) <= 8 else "A" * (len(value) - 1) + "="
                 self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Connection", "close")
