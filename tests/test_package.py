@@ -166,9 +166,36 @@ def test_zip_has_the_handler_at_its_root_and_no_boto3(package_zip: Path) -> None
     assert any(n.startswith("_cffi_backend.") for n in names)
     tops = {n.split("/")[0] for n in names}
     assert not tops & {"boto3", "botocore", "s3transfer", "moto", "cffi", "jinja2"}, tops
-    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert not [n for n in names if n.split("/")[-2:-1] in (["help"], ["html"], ["po"], ["tests"])]
     assert not [n for n in names if n.startswith("lib/") and n.split("/")[1].startswith(("libc.so", "libm.so", "ld-linux"))]
+
+
+def test_zip_carries_bytecode_for_its_python_only(package_zip: Path) -> None:
+    """Each module of handler, rlambda and rpy2 has its .pyc for the zip's CPython, and no other .pyc is there."""
+    report = json.loads(package_zip.with_name(package_zip.name.removesuffix(".zip") + ".report.json").read_text())
+    names = set(zipfile.ZipFile(package_zip).namelist())
+    pycs = {n for n in names if n.endswith(".pyc")}
+    if not report["bytecode"]:
+        pytest.skip(f"no CPython {report['python']} on this machine to compile with (the zip works without)")
+    tag = "cpython-" + report["python"].replace(".", "")
+    sources = [n for n in names if n.endswith(".py") and n.split("/")[0] in ("rlambda", "rpy2", "handler.py",
+                                                                           "_rinterface_cffi_abi.py")]
+    expected = set()
+    for source in sources:
+        folder, _, name = source.rpartition("/")
+        expected.add(f"{folder + '/' if folder else ''}__pycache__/{name[:-3]}.{tag}.pyc")
+    assert pycs == expected
+
+
+def test_bytecode_names_var_task_and_never_checks_the_sources(package_zip: Path) -> None:
+    """unchecked-hash .pyc (flags 0b01: hash-based, unchecked) whose code names /var/task, as Lambda lays it out."""
+    report = json.loads(package_zip.with_name(package_zip.name.removesuffix(".zip") + ".report.json").read_text())
+    if not report["bytecode"]:
+        pytest.skip(f"no CPython {report['python']} on this machine to compile with")
+    tag = "cpython-" + report["python"].replace(".", "")
+    data = zipfile.ZipFile(package_zip).read(f"rlambda/__pycache__/app.{tag}.pyc")
+    assert int.from_bytes(data[4:8], "little") == 0b01
+    assert b"/var/task/rlambda/app.py" in data
 
 
 def test_zip_carries_only_the_r_packages_startup_needs(package_zip: Path) -> None:
