@@ -258,3 +258,28 @@ def test_a_cold_start_from_s3_never_imports_botocore(moto: dict[str, Any], tmp_p
     assert seen["model_at_init"] is True
     assert seen["probability"] == pytest.approx(float(expected), rel=1e-12)
     assert seen["botocore"] == []
+
+
+def test_renewed_clients_read_the_environment_again(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """After a SnapStart restore (reset_clients) the reader takes the environment's credentials anew, or stands aside."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "snapshot-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "snapshot-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    store = Store(str(tmp_path / "cache"))
+    first = store.reader()
+    assert first is not None and first.access_key == "snapshot-key"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "restored-key")
+    assert store.reader() is first  # kept between requests
+    store.reset_clients()
+    renewed = store.reader()
+    assert renewed is not None and renewed.access_key == "restored-key"
+    # a SnapStart environment has its credentials from the container endpoint, not the environment
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    store.reset_clients()
+    assert store.reader() is None
+    # a client given to the store (tests, tools) is used for everything: no reader at all
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "given")
+    assert Store(str(tmp_path / "cache"), s3_client=object()).reader() is None
