@@ -54,67 +54,77 @@ rlb_expected <- function(type, levels) {
          "a finite number")
 }
 
-# Numbers as prototype.py's _NUMBER accepts them. as.numeric() is the fast
-# path; it also takes hexadecimal ("0x1A") and a bare exponent ("1e"), so
-# cells with an x or an e are checked against the pattern itself.
-rlb_numbers <- function(s) {
-  x <- suppressWarnings(as.numeric(s))
-  # as.numeric() also takes what the API refuses as text: hexadecimal, a bare
-  # or 3-digit exponent, more than 200 digits. Only such cells meet the regex.
-  odd <- grepl("[xXeE]", s, perl = TRUE) | nchar(s) > 200L
-  if (any(odd)) x[odd][!grepl(rlb_number_text, s[odd], perl = TRUE)] <- NA_real_
-  ok <- is.finite(x)
-  problem <- rep(NA_character_, length(s))
-  if (!all(ok)) {
-    bad <- which(!ok)
-    big <- grepl(rlb_number, s[bad], perl = TRUE)  # valid text, but past a double's range
-    problem[bad] <- ifelse(big, "is too large for a number as text (at most a 2-digit exponent); send a JSON number",
-                           paste0("must be a finite number, got ", rlb_shown(s[bad])))
-  }
-  list(value = x, problem = problem)
-}
+# A factor, or text with a fixed set of values: cells are matched to the levels.
+rlb_coded <- function(type, levels) type == "factor" || (type == "character" && length(levels) > 0L)
 
-# One predictor column (text) -> list(value = typed vector for the scorer,
-# problem = NA or the reason, per row).
-rlb_parse <- function(s, type, levels) {
-  n <- length(s)
-  if (type == "factor" || (type == "character" && length(levels))) {
+# The values of one predictor column, typed for the scorer, with NA where
+# the API refuses the cell (cells are checked on text, as prototype.py does).
+rlb_typed <- function(s, type, levels) {
+  if (rlb_coded(type, levels)) {
     code <- match(s, levels)
     miss <- which(is.na(code))
     if (length(miss)) code[miss] <- match(trimws(s[miss]), levels)
-    problem <- rep(NA_character_, n)
-    bad <- which(is.na(code))
-    if (length(bad)) {
-      problem[bad] <- paste0("must be ", rlb_expected(type, levels), ", got ", rlb_shown(s[bad]))
-    }
-    value <- if (type == "factor") code else levels[code]
-    return(list(value = value, problem = problem))
+    return(if (type == "factor") code else levels[code])
   }
-  if (type == "character") return(list(value = s, problem = rep(NA_character_, n)))
   if (type == "logical") {
     t <- tolower(trimws(s))
-    value <- ifelse(t %in% c("true", "t", "yes", "1"), TRUE, ifelse(t %in% c("false", "f", "no", "0"), FALSE, NA))
-    problem <- ifelse(is.na(value), paste0("must be true or false, got ", rlb_shown(s)), NA_character_)
-    return(list(value = value, problem = problem))
+    value <- rep(NA, length(s))
+    value[t %in% c("true", "t", "yes", "1")] <- TRUE
+    value[t %in% c("false", "f", "no", "0")] <- FALSE
+    return(value)
   }
   if (type == "integer") {
     # as prototype.parse_integer: text is a whole number of at most 9 digits
     # (always within R's integers), checked before anything else
+    value <- rep(NA_integer_, length(s))
     ok <- grepl(rlb_integer_text, s, perl = TRUE)
-    problem <- ifelse(ok, NA_character_,
-                      paste0("must be a whole number (at most 9 digits as text), got ", rlb_shown(s)))
-    x <- ifelse(ok, suppressWarnings(as.numeric(s)), 0)
-    return(list(value = as.integer(x), problem = problem))
+    value[ok] <- as.integer(as.numeric(s[ok]))
+    return(value)
   }
-  rlb_numbers(s)
+  # Numbers as prototype.py's _NUMBER accepts them. as.numeric() is the fast
+  # path; it also takes what the API refuses as text: hexadecimal ("0x1A"), a
+  # bare or 3-digit exponent ("1e", "1e400"), more than 200 digits. Only cells
+  # with an x or an e, or longer than 200 characters, meet the pattern itself.
+  x <- suppressWarnings(as.numeric(s))
+  odd <- grepl("[xXeE]", s, perl = TRUE) | nchar(s) > 200L
+  if (any(odd)) x[odd][!grepl(rlb_number_text, s[odd], perl = TRUE)] <- NA_real_
+  x[!is.finite(x)] <- NA_real_
+  x
 }
 
-# Rows of a data.table by position, without `[.data.table` (whose meaning
-# depends on whether the calling environment is "data.table aware").
-rlb_rows <- function(d, i) {
-  out <- lapply(d, function(x) x[i])
-  data.table::setDT(out)
-  out
+# A column's distinct values when they are few (a rank, a score, a price with
+# two decimals): each is then parsed once, and match() spreads the results.
+# NULL when they are many (an id, a measurement), judged on the first cells.
+rlb_distinct <- function(s) {
+  n <- length(s)
+  if (n < 4096L || length(unique(s[seq_len(2048L)])) > 512L) return(NULL)
+  u <- unique(s)
+  if (length(u) > n %/% 4L) NULL else u
+}
+
+# One predictor column (text) -> list(value = typed vector for the scorer,
+# rows = the rows the API would refuse, why = the reason for each of them).
+rlb_parse <- function(s, type, levels) {
+  if (type == "character" && !length(levels)) return(list(value = s, rows = integer(0), why = character(0)))
+  coded <- rlb_coded(type, levels)
+  u <- if (coded) NULL else rlb_distinct(s)  # match() on the levels is one pass already
+  value <- if (is.null(u)) rlb_typed(s, type, levels) else rlb_typed(u, type, levels)[match(s, u)]
+  rows <- which(is.na(value))
+  if (!length(rows)) return(list(value = value, rows = rows, why = character(0)))
+  b <- s[rows]
+  why <- if (coded) {
+    paste0("must be ", rlb_expected(type, levels), ", got ", rlb_shown(b))
+  } else if (type == "logical") {
+    paste0("must be true or false, got ", rlb_shown(b))
+  } else if (type == "integer") {
+    paste0("must be a whole number (at most 9 digits as text), got ", rlb_shown(b))
+  } else {
+    # valid text, but past a double's range
+    ifelse(grepl(rlb_number, b, perl = TRUE),
+           "is too large for a number as text (at most a 2-digit exponent); send a JSON number",
+           paste0("must be a finite number, got ", rlb_shown(b)))
+  }
+  list(value = value, rows = rows, why = why)
 }
 
 # The output columns for the scored rows, in the order the API names them.
@@ -175,7 +185,7 @@ rl_batch_begin <- function(model, header, out_path, err_path) {
 # (a row of the wrong width, odd quoting): batch.py then re-reads it with
 # Python's csv module, names the ragged rows, and sends the rest back here.
 rl_batch_chunk <- function(model, path, header, first_row, rows, ragged, unescape, expected,
-                           out_path, err_path, threshold, version) {
+                           out_path, err_path, threshold, version, triggers = TRUE) {
   width <- length(header)
   # Warnings are collected, not thrown: fread must finish (a read cut short
   # by a handler leaves its state behind for the next call).
@@ -215,52 +225,63 @@ rl_batch_chunk <- function(model, path, header, first_row, rows, ragged, unescap
   desc <- model$description
   nm <- desc$names; types <- desc$types; lv <- desc$levels
   kind <- desc$kind[[1L]]; classes <- as.character(desc$classes)
-  reason <- if (is.null(ragged)) rep(NA_character_, n) else ifelse(nzchar(ragged), ragged, NA_character_)
-  ragged_row <- !is.na(reason)  # a row of the wrong width is reported as such, and only so
-  add <- function(reason, msg) {
-    has <- !is.na(msg) & !ragged_row
-    if (!any(has)) return(reason)
-    reason[has] <- ifelse(is.na(reason[has]), msg[has], paste(reason[has], msg[has], sep = "; "))
-    reason
+  # reason: NA for a row without a problem; made at the first problem (a
+  # clean chunk needs no such vector).
+  reason <- NULL
+  ragged_row <- NULL
+  if (!is.null(ragged)) {
+    reason <- ifelse(nzchar(ragged), ragged, NA_character_)
+    ragged_row <- !is.na(reason)  # a row of the wrong width is reported as such, and only so
+  }
+  add <- function(at, msg) {
+    if (!is.null(ragged_row)) {
+      keep <- !ragged_row[at]
+      at <- at[keep]
+      msg <- msg[keep]
+    }
+    if (!length(at)) return(invisible())
+    if (is.null(reason)) reason <<- rep(NA_character_, n)
+    now <- reason[at]
+    reason[at] <<- ifelse(is.na(now), msg, paste(now, msg, sep = "; "))
   }
   cols <- vector("list", length(nm))
   for (i in seq_along(nm)) {
     j <- match(nm[[i]], header)
     if (is.na(j)) {
-      reason <- add(reason, rep(paste0(nm[[i]], " is required: send ", rlb_expected(types[[i]], lv[[i]])), n))
+      add(seq_len(n), rep(paste0(nm[[i]], " is required: send ", rlb_expected(types[[i]], lv[[i]])), n))
       next
     }
     parsed <- rlb_parse(d[[j]], types[[i]], lv[[i]])
     cols[[i]] <- parsed$value
-    wrong <- which(!is.na(parsed$problem))
-    if (length(wrong)) {
-      msg <- rep(NA_character_, n)
-      msg[wrong] <- paste(nm[[i]], parsed$problem[wrong])
-      reason <- add(reason, msg)
-    }
+    if (length(parsed$rows)) add(parsed$rows, paste(nm[[i]], parsed$why))
   }
-  good <- which(is.na(reason))
-  bad <- which(!is.na(reason))
-
-  # Which echoed columns can hold a formula: any column but a numeric
-  # predictor's, whose good values are numbers by now.
-  numeric_cols <- match(nm[types %in% c("numeric", "integer")], header)
-  text_cols <- setdiff(seq_len(width), numeric_cols)
+  if (is.null(reason)) {
+    good <- seq_len(n)
+    bad <- integer(0)
+  } else {
+    good <- which(is.na(reason))
+    bad <- which(!is.na(reason))
+  }
 
   if (length(good)) {
     if (length(good) < n) cols <- lapply(cols, function(x) x[good])
     p <- model$scorer(cols, length(good))
     res <- rlb_results(p, length(good), kind, classes, threshold)
-    out <- if (length(good) < n) rlb_rows(d, good) else d
-    for (j in text_cols) data.table::set(out, NULL, j, rlb_neutralise(out[[j]]))
-    for (k in names(res)) data.table::set(out, NULL, k, res[[k]])
-    data.table::set(out, NULL, "model_version", version)
+    # a plain list of columns: fwrite writes it as it is
+    out <- if (length(good) < n) lapply(d, function(x) x[good]) else as.list(d)
+    if (triggers) {
+      # Which echoed columns can hold a formula: any column but a numeric
+      # predictor's, whose good values are numbers by now. (batch.py tells
+      # whether the chunk holds a trigger character at all.)
+      numeric_cols <- match(nm[types %in% c("numeric", "integer")], header)
+      for (j in setdiff(seq_len(width), numeric_cols)) out[[j]] <- rlb_neutralise(out[[j]])
+    }
+    out <- c(out, res, list(model_version = rep(version, length(good))))
     data.table::fwrite(out, out_path, append = TRUE, col.names = FALSE, na = "", nThread = 1L)
   }
   if (length(bad)) {
     err <- c(list(row = row_no[bad], reason = rlb_neutralise(reason[bad])),
              lapply(d, function(x) rlb_neutralise(x[bad])))
-    data.table::setDT(err)
     data.table::fwrite(err, err_path, append = TRUE, col.names = FALSE, na = "", nThread = 1L)
   }
   list(rows = n, scored = length(good), failed = length(bad))

@@ -40,6 +40,9 @@ BATCH_R = Path(__file__).resolve().parent / "batch.R"
 # strings grow) with a peak RSS of 180 MB instead of 220 (8 MB: 300).
 CHUNK_BYTES = 2 << 20
 _BOM = b"\xef\xbb\xbf"
+# A cell starting with one of these is a formula to a spreadsheet (batch.R's
+# rlb_triggers); a chunk without any of these bytes has no cell to neutralise.
+_TRIGGERS = (b"=", b"+", b"-", b"@", b"\t", b"\r")
 _EMPTY = "the file is empty: a CSV with a header row is expected"
 
 
@@ -118,6 +121,11 @@ def _records(data: bytes) -> int:
     if b"\n\n" in data or b"\n\r\n" in data or data.startswith((b"\n", b"\r\n")):
         return sum(1 for line in data.split(b"\n") if line.strip(b"\r"))
     return data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
+
+
+def _triggers(data: bytes) -> bool:
+    """Whether a cell of ``data`` may start like a spreadsheet formula (else batch.R skips that check)."""
+    return any(t in data for t in _TRIGGERS)
 
 
 def _first_record(buf: bytes) -> int:
@@ -211,16 +219,17 @@ class _Job:
             with open(self.chunk_path, "wb") as fh:
                 fh.write(data)
             expected = _records(data)
-            res = self._score(first_row, rows, None, False, expected)
+            res = self._score(first_row, rows, None, False, expected, _triggers(data))
             if "fallback" in res:
                 res = self._fallback(data, first_row, rows, str(res["fallback"]))
         rsession.collect_garbage()  # keeps R's heap flat whatever the file's size
         return res["rows"]
 
     def _score(self, first_row: int, rows: Sequence[int] | None, ragged: list[str] | None,
-               unescape: bool, expected: int) -> dict[str, Any]:
+               unescape: bool, expected: int, triggers: bool) -> dict[str, Any]:
         res = _r("rl_batch_chunk", self.model.r, self.chunk_path, self.header, first_row, rows, ragged,
-                 unescape, expected, self.out_path, self.err_path, float(self.model.threshold), self.version)
+                 unescape, expected, self.out_path, self.err_path, float(self.model.threshold), self.version,
+                 triggers)
         if "fallback" not in res:
             res = {k: int(v[0]) for k, v in res.items()}
             self.rows += res["rows"]
@@ -247,7 +256,7 @@ class _Job:
             writer.writerow(rec)
         with open(self.chunk_path, "w", encoding="utf-8", newline="") as fh:
             fh.write(buf.getvalue())
-        res = self._score(first_row, numbers, ragged if any(ragged) else None, True, len(records))
+        res = self._score(first_row, numbers, ragged if any(ragged) else None, True, len(records), _triggers(data))
         if "fallback" in res:
             raise rsession.RError(f"R could not read a chunk the csv module wrote: {res['fallback']}")
         return res
@@ -406,10 +415,11 @@ def score_items(model: Model, batch: MapBatch, out: Blobs, tmp_dir: str | None =
                               f"has {len(row)} fields, the header has {width}")
                 writer.writerow([_cell(row.get(h)) for h in header])
                 rows.append(item["index"] + 1)
-            with open(job.chunk_path, "w", encoding="utf-8", newline="") as fh:
-                fh.write(buf.getvalue())
+            data = buf.getvalue().encode("utf-8")
+            with open(job.chunk_path, "wb") as fh:
+                fh.write(data)
             # None when every row is well-shaped: 2,000 empty strings cost more to hand to R than the check
-            res = job._score(first_row, rows, ragged if any(ragged) else None, True, len(rows))
+            res = job._score(first_row, rows, ragged if any(ragged) else None, True, len(rows), _triggers(data))
             if "fallback" in res:
                 raise rsession.RError(f"R could not read a batch the csv module wrote: {res['fallback']}")
             rsession.collect_garbage()

@@ -539,3 +539,56 @@ def test_batch_file_equals_r_predict(name, fitted, apps, tmp_path):
             assert all(close(row[f"probabilities_{c}"], x) for c, x in zip(meta["classes"], e))
             if sorted(e)[-1] != sorted(e)[-2]:
                 assert row["class"] == meta["classes"][e.index(max(e))]
+
+
+# Cells the API refuses or reads in its own way, per predictor type (no
+# quote or comma: the chunk is read by fread directly, without the csv module).
+_ODD_CELLS = {
+    "numeric": ["3.5", " 2 ", "8e2", "1e", "0x10", "Inf", "NaN", "", "abc", "1e400", "-0", "+.5", "1_000",
+                "1e100", "1e-300", "=1+1", "1" * 250, "0" * 250 + "7"],
+    "integer": ["2", " 3 ", "007", "1.0", "1e2", "", "x", "1234567890", "-4", "+5", "2.5", "@2"],
+    "logical": ["true", "FALSE", " yes ", "no", "1", "0", "T", "f", "maybe", "", "TRUE ", "-1"],
+}
+
+
+@pytest.mark.parametrize("name", ["glm_binomial", "lm"])
+@pytest.mark.parametrize("rows", [300, 6000])
+def test_batch_messages_equal_the_apis_for_every_type(name, rows, apps, tmp_path):
+    # 6,000 rows: a chunk whose columns hold few distinct values, which
+    # batch.R parses once per value; 300 rows: parsed cell by cell
+    from rlambda.batch import score_file
+    from rlambda.blobs import DirBlobs
+    from rlambda.errors import BadRequest
+
+    model = apps[name].model()
+    desc = model.r.description
+    cells = []
+    for col, kind, levels in zip(desc["names"], desc["types"], desc["levels"]):
+        if levels:
+            cells.append([str(v) for v in levels] + [f" {levels[0]} ", "", "zzz", str(levels[-1]).upper() + "x", "-x"])
+        else:
+            cells.append(_ODD_CELLS[kind])
+    # GIVEN rows mixing the cells of every column (each column its own stride)
+    table = [[c[(k * (3 + 2 * j) + k // 7) % len(c)] for j, c in enumerate(cells)] for k in range(rows)]
+    expected = []
+    for row in table:
+        try:
+            model.prototype.columns([dict(zip(desc["names"], row))])
+            expected.append(None)
+        except BadRequest as exc:
+            expected.append("; ".join(f"{p.field} {p.problem}" for p in exc.problems))
+    (tmp_path / "inputs").mkdir()
+    body = ",".join(desc["names"]) + "\n" + "".join(",".join(r) + "\n" for r in table)
+    (tmp_path / "inputs" / "odd.csv").write_text(body)
+    # WHEN the file is batch-scored
+    result = score_file(model, DirBlobs(tmp_path), "inputs/odd.csv", tmp_dir=str(tmp_path / "t"))
+    # THEN every row the API refuses is refused with the API's message, and only those
+    errors = {}
+    if (tmp_path / "outputs" / "odd.errors.csv").exists():
+        import csv
+        import io
+
+        got = list(csv.reader(io.StringIO((tmp_path / "outputs" / "odd.errors.csv").read_text(), newline="")))
+        errors = {int(e[0]): e[1] for e in got[1:]}
+    assert [errors.get(i + 1) for i in range(rows)] == expected
+    assert result.failed == sum(e is not None for e in expected) and 0 < result.scored < rows
