@@ -39,6 +39,8 @@ BATCH_R = Path(__file__).resolve().parent / "batch.R"
 # were as fast as 4 MB (R's garbage collections cost more as a chunk's
 # strings grow) with a peak RSS of 180 MB instead of 220 (8 MB: 300).
 CHUNK_BYTES = 2 << 20
+# A full R garbage collection every this many chunks (rsession.collect_garbage).
+FULL_GC_EVERY = 3
 _BOM = b"\xef\xbb\xbf"
 # A cell starting with one of these is a formula to a spreadsheet (batch.R's
 # rlb_triggers); a chunk without any of these bytes has no cell to neutralise.
@@ -196,6 +198,7 @@ class _Job:
         fd, self.chunk_path = tempfile.mkstemp(dir=tmp_dir, prefix=".batch-", suffix=".chunk.csv")
         os.close(fd)
         self.rows = self.scored = self.failed = 0
+        self.chunks = 0
         self.begin()
 
     def begin(self) -> None:
@@ -222,7 +225,10 @@ class _Job:
             res = self._score(first_row, rows, None, False, expected, _triggers(data))
             if "fallback" in res:
                 res = self._fallback(data, first_row, rows, str(res["fallback"]))
-        rsession.collect_garbage()  # keeps R's heap flat whatever the file's size
+        # keeps R's heap flat whatever the file's size: a young collection
+        # after each chunk, a full one after every FULL_GC_EVERY-th
+        self.chunks += 1
+        rsession.collect_garbage(full=self.chunks % FULL_GC_EVERY == 0)
         return res["rows"]
 
     def _score(self, first_row: int, rows: Sequence[int] | None, ragged: list[str] | None,

@@ -509,19 +509,23 @@ def _ints(values: Sequence[int]) -> array:
 _files: dict[str, Any] = {}
 
 
-def collect_garbage() -> None:
-    """Run R's garbage collector now.
+def collect_garbage(full: bool = False) -> None:
+    """Run R's garbage collector now: the young generation, or with ``full`` every generation.
 
     R collects lazily and grows its heap meanwhile: a batch job scoring
     chunk after chunk kept about 12 MB per 100,000 rows until R's heap
-    settled near 170 MB. Collecting after each chunk keeps it flat
-    (bench/bench_batch.py: 98.5 MB peak for 100,000 rows and for 400,000).
+    settled near 170 MB. Collecting after each chunk keeps it flat. A young
+    collection (a few ms) frees what the chunk made since R's last automatic
+    collection; what an automatic collection in the middle of a chunk
+    promoted to an older generation (the chunk's strings, still in use then)
+    waits for a full one (about 30 ms on 2 cores shared with other work), so
+    batch.py asks for one every few chunks (bench/bench_batch.py: with young
+    ones only, the peak grew from 171 MB at 1M rows to 196 MB at 4M; with a
+    full one every third chunk it stayed at 149-152 MB).
     """
     start()
     with lock():
-        # not a full collection: the young generation holds the chunk's
-        # garbage, and a full one costs a fifth of the throughput
-        _ri.baseenv["gc"](False, False, False)  # verbose, reset, full
+        _ri.baseenv["gc"](False, False, full)  # verbose, reset, full
 
 
 Arg = Union[str, int, float, bool, None, RModel, Sequence[str], Sequence[int]]
