@@ -276,8 +276,16 @@ rl_batch_chunk <- function(model, path, header, first_row, rows, ragged, unescap
       numeric_cols <- match(nm[types %in% c("numeric", "integer")], header)
       for (j in setdiff(seq_len(width), numeric_cols)) out[[j]] <- rlb_neutralise(out[[j]])
     }
-    out <- c(out, res, list(model_version = rep(version, length(good))))
-    data.table::fwrite(out, out_path, append = TRUE, col.names = FALSE, na = "", nThread = 1L)
+    out <- c(out, res)
+    if (grepl("^[\\x20\\x21\\x23-\\x2b\\x2d-\\x7e]+$", version, perl = TRUE)) {
+      # a version of printable ASCII without a comma or a quote (fwrite would
+      # write it as it is) ends every line: no column of n copies
+      data.table::fwrite(out, out_path, append = TRUE, col.names = FALSE, na = "", nThread = 1L,
+                         eol = paste0(",", version, "\n"))
+    } else {
+      out$model_version <- rep(version, length(good))
+      data.table::fwrite(out, out_path, append = TRUE, col.names = FALSE, na = "", nThread = 1L)
+    }
   }
   if (length(bad)) {
     err <- c(list(row = row_no[bad], reason = rlb_neutralise(reason[bad])),

@@ -120,7 +120,7 @@ def _cut(buf: bytes) -> int:
 
 def _records(data: bytes) -> int:
     """Records in a chunk without quotes: its lines, less blank ones (fread skips those too)."""
-    if b"\n\n" in data or b"\n\r\n" in data or data.startswith((b"\n", b"\r\n")):
+    if b"\n\n" in data or (b"\r" in data and b"\n\r\n" in data) or data.startswith((b"\n", b"\r\n")):
         return sum(1 for line in data.split(b"\n") if line.strip(b"\r"))
     return data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
 

@@ -172,3 +172,15 @@ def test_without_data_table_batch_scoring_refuses_naming_it(model_path, tmp_path
     # THEN it refuses with a message naming data.table, and writes nothing
     assert "REFUSED batch scoring needs R package 'data.table'" in done.stdout, done.stderr[-2000:]
     assert not (tmp_path / "s" / "outputs").exists()
+
+
+@pytest.mark.parametrize("version", ["2026-11-26T10:00:00Z", 'v,1 "x"', "v\u00e9"])
+def test_model_version_is_written_as_a_csv_cell(app, store, monkeypatch, version):
+    # a plain version ends each line as it is; one with a comma or a quote is quoted
+    import rlambda.batch
+
+    monkeypatch.setattr(rlambda.batch, "model_version", lambda model: version)
+    run(app, store, b"id,gre,gpa,rank\na,800,4,1\nb,700,3,2\n")
+    got = rows_of(store / "outputs" / "x.csv")
+    assert [r[-1] for r in got] == ["model_version", version, version]
+    assert all(len(r) == 7 for r in got)
