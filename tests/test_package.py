@@ -438,6 +438,47 @@ def test_the_zip_scores_a_batch_file_with_its_own_data_table(sandbox: Sandbox, m
     assert "gre must be a finite number" in ",".join(bad)
 
 
+BATCH_FAST_SCRIPT = BATCH_SCRIPT.replace('"inputs/x.csv"', '"inputs/y.csv"')
+
+
+def test_the_zip_and_the_host_batch_a_plain_file_alike(sandbox: Sandbox, model_path: Path, tmp_path: Path) -> None:
+    """A file without quotes goes straight to fread (no csv module), and 6,000 rows make batch.R parse
+    each column's distinct values once: the zip's data.table and R write what the host's write."""
+    # GIVEN 6,000 rows with bad cells, odd numbers and formula-like ids, no quote anywhere
+    grid = [("a", "800", "4", "1"), ("-b", "520", "2.90", "3"), ("=c", "abc", "3", "2"), ("d", " 640 ", "3.5", "4"),
+            ("@e", "8e2", "3.0", "9"), ("f", "0x10", "+.5", "2"), ("g", "1e400", "3.1", " 1 "), ("h", "", "4.00", "")]
+    rows = [(f"{g[0]}{i}",) + g[1:] for i, g in ((i, grid[i % len(grid)]) for i in range(6000))]
+    body = "id,gre,gpa,rank\n" + "".join(",".join(r) + "\n" for r in rows)
+    store = sandbox.tmp / "batch-store"
+    shutil.rmtree(store, ignore_errors=True)
+    (store / "inputs").mkdir(parents=True)
+    (store / "inputs" / "y.csv").write_text(body)
+    host = tmp_path / "host"
+    (host / "inputs").mkdir(parents=True)
+    (host / "inputs" / "y.csv").write_text(body)
+    # WHEN the zip scores it in the sandbox, and the host (system R, its data.table) in this process
+    run = sandbox.run_python(["-c", BATCH_FAST_SCRIPT])
+    assert run.returncode == 0, run.stderr[-3000:]
+    from rlambda.app import App
+    from rlambda.batch import score_file
+    from rlambda.blobs import DirBlobs
+    from rlambda.settings import Settings
+
+    app = App(Settings(model_uri=str(model_path), cache_dir=str(tmp_path / "cache")))
+    score_file(app.model(), DirBlobs(host), "inputs/y.csv", tmp_dir=str(tmp_path / "work"))
+
+    def read(root: Path, name: str) -> list[list[str]]:
+        with open(root / "outputs" / name, newline="") as fh:
+            return list(csv.reader(fh))
+
+    # THEN both write the same cells and the same errors; probabilities agree to R's precision
+    zip_out, host_out = read(store, "y.csv"), read(host, "y.csv")
+    assert len(zip_out) == len(host_out) == 1 + 6000 * 3 // 8
+    assert [r[:5] for r in zip_out] == [r[:5] for r in host_out]
+    assert [float(r[5]) for r in zip_out[1:]] == pytest.approx([float(r[5]) for r in host_out[1:]], rel=1e-12, abs=0)
+    assert read(store, "y.errors.csv") == read(host, "y.errors.csv")
+
+
 def test_collation_stays_out_of_the_icu_stub(sandbox: Sandbox) -> None:
     """R is built without ICU; R/etc/Renviron pins C collation, whatever the environment says,
     so strings sort in code point order on every machine (not by the host's locale tables)."""
