@@ -36,8 +36,8 @@ from .model import Model
 log = logging.getLogger(__name__)
 BATCH_R = Path(__file__).resolve().parent / "batch.R"
 # About 110,000 rows of the admission file. Measured on 1M rows: 2 MB chunks
-# were as fast as 4 MB (R's garbage collections cost more as a chunk's
-# strings grow) with a peak RSS of 180 MB instead of 220 (8 MB: 300).
+# were faster than 4 MB and 8 MB (1.0 s against 1.23 s; R's collections cost
+# more as a chunk's strings grow), and the peak RSS is 146 MB (8 MB: 278).
 CHUNK_BYTES = 2 << 20
 # A full R garbage collection every this many chunks (rsession.collect_garbage).
 FULL_GC_EVERY = 3
