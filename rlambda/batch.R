@@ -7,8 +7,9 @@
 #
 # Every cell is read as text, so the input row is echoed exactly as it came
 # (no "4.00" -> "4", no "007" -> "7"); the validation rules are the API's
-# (rlambda/prototype.py) and tests/test_batch.py checks that both agree on
-# the same cells, message for message.
+# (rlambda/prototype.py) and tests/test_batch_csv.py and test_model_kinds.py
+# check that both agree on the same cells, message for message (a column
+# parsed cell by cell, and one parsed once per distinct value).
 
 if (!requireNamespace("data.table", quietly = TRUE)) {
   stop("[rlambda] batch scoring needs R package 'data.table', which is not installed in this R library",

@@ -2,7 +2,8 @@
 
 The file is streamed in chunks of a few megabytes cut at record boundaries,
 so memory stays bounded whatever its size. Python only checks the bytes
-(UTF-8, a byte-order mark) and cuts; R (``batch.R``, through
+(UTF-8, a byte-order mark, whether any cell could start like a formula) and
+cuts; R (``batch.R``, through
 ``rsession.call_file``) reads each chunk into columns with data.table's
 ``fread``, validates and scores whole columns, and appends the results with
 ``fwrite``. Outputs go to local temporary files and are uploaded whole, so a
