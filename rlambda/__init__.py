@@ -4,8 +4,10 @@ One noun per module: ``errors`` (HTTP error classes), ``settings``
 (configuration from the environment), ``rsession`` (the embedded R, the only
 module that imports rpy2), ``prototype`` (what a model accepts, and
 validation), ``model`` (a loaded R model), ``store`` (where models live),
-``events`` (event shapes in and out), ``app`` (routes), ``local`` (the local
-HTTP server).
+``s3reader`` (the cold start's one S3 GET without botocore), ``events``
+(event shapes in and out), ``app`` (routes), ``coldstart`` (Lambda's init,
+R's start beside the imports and the download), ``local`` (the local HTTP
+server).
 """
 
 __version__ = "0.1.0"
