@@ -32,6 +32,8 @@ class AdmitHandlerTest(unittest.TestCase):
                                 ("AWS_DEFAULT_REGION", "us-east-1")):
                 os.environ.setdefault(name, value)
             os.environ.pop("AWS_ENDPOINT_URL", None)
+            # moto patches botocore only: the cold start's standard-library S3 reader stands aside
+            os.environ["S3_READER"] = "off"
             cls.mock = mock_aws()
             cls.mock.start()
             s3 = boto3.client("s3", region_name="us-east-1")

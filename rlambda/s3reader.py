@@ -10,8 +10,8 @@ fetch phase of both paths).
 
 It does that one request and no other, and hands everything unusual back:
 
-- :meth:`S3Reader.from_env` answers None unless the environment is what
-  Lambda gives a function (credentials and region in environment variables;
+- :meth:`S3Reader.from_env` answers None (and so does ``S3_READER=off``)
+  unless the environment is what Lambda gives a function (credentials and region in environment variables;
   no profile, config file, proxy, FIPS or dual-stack setting), so botocore
   is used wherever its configuration could differ (``AWS_CA_BUNDLE`` is
   honoured as botocore honours it);
@@ -94,6 +94,10 @@ class S3Reader:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> S3Reader | None:
         """A reader for this environment, or None where botocore must decide."""
         env = os.environ if environ is None else environ
+        # S3_READER=off: botocore for everything, e.g. under an SDK mock
+        # (moto's mock_aws patches botocore, which this reader bypasses).
+        if env.get("S3_READER", "on").strip().lower() in ("off", "0", "false", "no"):
+            return None
         access, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
         region = env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION")
         if not (access and secret and region) or any(env.get(name) for name in _DEFER_TO_BOTOCORE):

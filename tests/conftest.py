@@ -95,6 +95,8 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ("AWS_SECRET_ACCESS_KEY", "testing"),
         ("AWS_SESSION_TOKEN", "testing"),
         ("AWS_DEFAULT_REGION", "us-east-1"),
+        # moto's mock_aws patches botocore; the cold start's own reader would go to the network
+        ("S3_READER", "off"),
     ):
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)

@@ -88,7 +88,8 @@ def env_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, moto: dict[str, A
     """A Store configured by the environment only (as in Lambda), pointed at ``url``."""
 
     def make(url: str | None = None) -> Store:
-        for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy",
+                     "S3_READER"):
             monkeypatch.delenv(name, raising=False)
         for name, value in reader_env(moto, url).items():
             monkeypatch.setenv(name, value)
@@ -145,7 +146,7 @@ def test_addressing_is_botocores_for_aws(monkeypatch: pytest.MonkeyPatch) -> Non
     {"AWS_USE_FIPS_ENDPOINT": "true"}, {"AWS_USE_DUALSTACK_ENDPOINT": "true"},
     {"HTTPS_PROXY": "http://proxy:3128"}, {"https_proxy": "http://proxy:3128"},
     {"AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "true"}, {"AWS_DEFAULT_REGION": "cn-north-1"},
-    {"AWS_ENDPOINT_URL": "ftp://example"},
+    {"AWS_ENDPOINT_URL": "ftp://example"}, {"S3_READER": "off"}, {"S3_READER": "false"},
 ])
 def test_settings_botocore_honours_leave_the_request_to_it(setting: dict[str, str], tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
@@ -244,7 +245,7 @@ COLD = textwrap.dedent("""
 @pytest.mark.parametrize("uri", [f"s3://{BUCKET}/admission.rds", f"s3://{BUCKET}/models/versioned/"])
 def test_a_cold_start_from_s3_never_imports_botocore(moto: dict[str, Any], tmp_path: Path, uri: str) -> None:
     """Lambda's init fetches a single model or a versioned folder's, signed by the reader, without botocore."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "S3_READER"}
     env.update(reader_env(moto), MODEL_URI=uri, MODEL_CACHE_DIR=str(tmp_path), HOME=str(tmp_path))
     run = subprocess.run([sys.executable, "-c", COLD.format(root=str(ROOT))], capture_output=True, text=True,
                          env=env, timeout=120)
