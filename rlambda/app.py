@@ -116,15 +116,13 @@ def _interval_level(model: Model, payload: dict[str, Any]) -> float | None:
 class App:
     """The scoring service: routes, model life and error handling."""
 
-    def __init__(self, settings: Settings | None = None, store: Store | None = None,
-                 prefetch: Prefetch | None = None) -> None:
-        """``prefetch``: the model's download, already started (coldstart.py starts it before this class is imported)."""
+    def __init__(self, settings: Settings | None = None, store: Store | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.store = store or Store(self.settings.cache_dir)
         self._model: Model | None = None
         self._load_lock = threading.Lock()
         self._next_check = 0.0
-        self._prefetch = prefetch
+        self._prefetch: Prefetch | None = None
         self._warmed = False
         self.init_phases: dict[str, float] = {}
         try:
@@ -163,32 +161,33 @@ class App:
         return model
 
     def warm_up(self, started: float | None = None) -> dict[str, float]:
-        """Lambda's init: download the model on a thread while R starts, then read it into R.
+        """Lambda's init: start R, download the model, read it into R.
 
-        The cold start is then the longer of the two, not their sum. Never
-        raises: R that does not start, or a model that cannot be fetched or
-        loaded, is logged here and reported by the first request (a 503 with
-        Retry-After while it may clear), which tries again. The wait for the
-        download is bounded (``init_wait_s``; Lambda's init has 10 s); a
-        download still running then is finished by the first request.
-        Returns the phases in ms (also logged); ``started`` is the
-        ``perf_counter`` at which the init began, if before this call
-        (coldstart.py starts R first and records what it measured).
+        R starts first and alone: its start adds variables to the process
+        environment, and a download thread resolving names or setting up TLS
+        at the same moment reads that environment (coldstart.py says how
+        that crashed). Never raises: R that does not start, or a model that
+        cannot be fetched or loaded, is logged here and reported by the
+        first request (a 503 with Retry-After while it may clear), which
+        tries again. The wait for the download is bounded (``init_wait_s``;
+        Lambda's init has 10 s); a download still running then is finished
+        by the first request. Returns the phases in ms (also logged);
+        ``started`` is the ``perf_counter`` at which the init began, if
+        before this call (coldstart.py starts R first and records what it
+        measured).
         """
         started = time.perf_counter() if started is None else started
         phases = self.init_phases
         if self._model is not None or self._warmed:
             return phases
         self._warmed = True
-        fetch = self._prefetch
-        if fetch is None:
-            fetch = self._prefetch = Prefetch(self._fetch)
         try:
             rsession.start()
         except Exception as exc:
             log.error("R did not start at init; requests will report it", extra={"reason": str(exc)})
             return phases
         phases.setdefault("r_start_ms", round((time.perf_counter() - started) * 1e3, 2))
+        fetch = self._prefetch = Prefetch(self._fetch)
         if not fetch.wait(self.settings.init_wait_s):
             log.warning("the model is still downloading at the end of init; the first request waits for it",
                         extra={"waited_s": self.settings.init_wait_s})

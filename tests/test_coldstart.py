@@ -138,3 +138,62 @@ def test_a_local_model_never_imports_boto3_or_robjects(model_path: Path, tmp_pat
     # THEN the model was read at init, the answer is right, and neither boto3 nor robjects was imported
     assert seen["result"] is True and seen["model_at_init"] is True
     assert seen["loaded"] == []
+
+
+HELPER_PROBE = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, {root!r})
+    import importlib
+    from rlambda import coldstart, rsession
+    rsession.prepare()
+    for name in coldstart.EXTENSIONS:
+        importlib.import_module(name)
+    before = set(sys.modules)
+    done = {{}}
+    coldstart._import(done)
+    assert "app" in done, done
+    loaded = sorted(m for m in set(sys.modules) - before
+                    if str(getattr(sys.modules[m], "__file__", "") or "").endswith(".so"))
+    print(json.dumps(loaded))
+""")
+
+
+def test_the_helper_thread_imports_pure_python_only() -> None:
+    """What runs beside R's start loads no C extension: their initialisation may read the environment R rewrites."""
+    # GIVEN a new process, as Lambda's init prepares it (rpy2, then coldstart.EXTENSIONS, on the main thread)
+    run = subprocess.run([sys.executable, "-c", HELPER_PROBE.format(root=str(ROOT))], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "MODEL_URI": "/nonexistent.rds"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    # WHEN the helper thread's work is done THEN it loaded no extension module (.so) of its own
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == []
+
+
+ORDER_PROBE = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, {root!r})
+    from rlambda import rsession
+    from rlambda.app import App
+    from rlambda.settings import Settings
+    from rlambda.store import Store
+    seen = []
+    original = Store.fetch
+    def fetch(self, uri):
+        seen.append(rsession.started())
+        return original(self, uri)
+    Store.fetch = fetch
+    assert not rsession.started()
+    app = App(Settings(model_uri={model!r}, cache_dir={cache!r}))
+    app.warm_up()
+    print(json.dumps({{"r_started_at_fetch": seen, "model": app._model is not None}}))
+""")
+
+
+def test_r_starts_before_the_download_begins(model_path: Path, tmp_path: Path) -> None:
+    """No download thread (name resolution, TLS) runs while R's start rewrites the process environment."""
+    # GIVEN a new process in which R has not started WHEN Lambda's init (warm_up) runs
+    code = ORDER_PROBE.format(root=str(ROOT), model=str(model_path), cache=str(tmp_path))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    # THEN the download began once R was up, and the model was loaded
+    assert seen == {"r_started_at_fetch": [True], "model": True}
