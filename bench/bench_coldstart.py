@@ -18,8 +18,8 @@ the runs interleaved so that each sees the same machine:
 Prints one JSON object: medians, every run, the CPU time of each process,
 the phases (interpreter, imports, R start, model fetch, model load, first
 answer), the ratios and the load average before and after. Phases of ours overlap: R starts on the
-main thread while a helper thread imports the rest of the service and the model is fetched
-(rlambda/coldstart.py), so init.imports_ms, init.r_start_ms and init.fetch_ms do not add up.
+main thread while a helper thread imports the rest of the service (rlambda/coldstart.py), so
+init.imports_ms and init.r_start_ms do not add up; the model is fetched once R is up.
 
     .venv/bin/python bench/bench_coldstart.py [--runs 9] [--zip build/admission.zip]
 """

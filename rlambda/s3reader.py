@@ -1,8 +1,8 @@
 """One S3 GetObject without botocore: the cold start's download, standard library only.
 
 Why this is written here rather than left to botocore, which the project
-prefers: at a cold start the model's download runs beside R's start, and
-botocore made it the longer of the two. Measured on the 2-core machine of
+prefers: at a cold start botocore made the model's download longer than R's
+whole start. Measured on the 2-core machine of
 bench/bench_coldstart.py, importing botocore took 0.11-0.15 s and making its
 S3 client another 0.07 s, before any byte moved; the same signed GET through
 ``http.client`` needs about 0.02 s of imports (``bench_coldstart`` prints the

@@ -1,11 +1,12 @@
-"""Cold start: how R starts, and the init that fetches the model while R starts.
+"""Cold start: how R starts, what runs beside it, and the init that fetches the model once R is up.
 
 Speed is bench/bench_coldstart.py's business; these tests check what the
 fast start must keep: R attaches only what serve.R needs, rpy2 runs no
 ``Rscript`` subprocess, the environment children inherit is untouched, the
 library path comes from R_HOME's own etc/ldpaths (Debian's R and the zip's
-bundled R), and an init whose download fails or stalls still starts and
-leaves the first request to report it.
+bundled R), nothing beside R's start loads a C extension or downloads,
+and an init whose download fails or stalls still starts and leaves the
+first request to report it.
 """
 
 from __future__ import annotations

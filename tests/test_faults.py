@@ -337,7 +337,7 @@ def test_tmp_full_only_for_the_sidecar(world: World, record_property: Any) -> No
 
 
 
-# -- the init: the model fetched on a thread while R starts ---------------------------------------
+# -- the init: the model fetched on a thread (bounded wait) once R is up ----------------------------
 
 # A new process with S3 behind the proxy: Lambda's init (import handler) runs
 # with the fault on, then one request, then (told by the test, the fault
@@ -358,7 +358,7 @@ for _ in range(2):
 
 
 @pytest.mark.parametrize("fault", ["down", "throttled"])
-def test_init_survives_s3_failing_while_r_starts(world: World, fault: str, tmp_path: Path) -> None:
+def test_init_survives_s3_failing_at_the_cold_start(world: World, fault: str, tmp_path: Path) -> None:
     # GIVEN the model in S3 and the fault on before the process starts
     from conftest import EVENTS, ROOT
 
