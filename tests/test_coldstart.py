@@ -148,7 +148,10 @@ HELPER_PROBE = textwrap.dedent("""
     from rlambda import coldstart, rsession
     rsession.prepare()
     for name in coldstart.EXTENSIONS:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
     before = set(sys.modules)
     done = {{}}
     coldstart._import(done)
