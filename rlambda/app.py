@@ -31,7 +31,7 @@ from .events import Request, Response, RestApiAdapter, adapter_for, check_json_c
 from .model import Model, ModelLoadError, ModelUnsupported
 from .prototype import NUMBER_LIKE, _shown
 from .settings import Settings
-from .store import Location, ModelFile, Prefetch, Store
+from .store import Location, ModelFile, Store
 
 log = logging.getLogger("rlambda")
 
@@ -83,6 +83,41 @@ def parse_json(body: bytes | None) -> Any:
         raise BadRequest("The body is nested too deeply.", [Problem("body", "is nested too deeply")]) from None
 
 
+class _Prefetch:
+    """The model's download on a thread of its own, so that the init's wait for it is bounded."""
+
+    def __init__(self, fetch: Callable[[], ModelFile]) -> None:
+        self._fetch = fetch
+        self._done = threading.Event()
+        self.value: ModelFile | None = None
+        self.error: BaseException | None = None
+        self.ms = 0.0
+        # a daemon: a download stalled on a slow S3 never keeps the process alive
+        threading.Thread(target=self._run, name="rlambda-prefetch", daemon=True).start()
+
+    def _run(self) -> None:
+        started = time.perf_counter()
+        try:
+            self.value = self._fetch()
+        except BaseException as exc:  # handed to whoever waits for it
+            self.error = exc
+        finally:
+            self.ms = (time.perf_counter() - started) * 1e3
+            self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the download has finished (well or not)."""
+        return self._done.wait(timeout)
+
+    def result(self) -> ModelFile:
+        """The downloaded file; raises the download's error."""
+        self._done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.value is not None
+        return self.value
+
+
 def _query_number(text: str) -> float | str:
     """A decimal number from query text (any exponent), or the text itself."""
     stripped = text.strip()
@@ -122,7 +157,7 @@ class App:
         self._model: Model | None = None
         self._load_lock = threading.Lock()
         self._next_check = 0.0
-        self._prefetch: Prefetch | None = None
+        self._prefetch: _Prefetch | None = None
         self._warmed = False
         self.init_phases: dict[str, float] = {}
         try:
@@ -187,7 +222,7 @@ class App:
             log.error("R did not start at init; requests will report it", extra={"reason": str(exc)})
             return phases
         phases.setdefault("r_start_ms", round((time.perf_counter() - started) * 1e3, 2))
-        fetch = self._prefetch = Prefetch(self._fetch)
+        fetch = self._prefetch = _Prefetch(self._fetch)
         if not fetch.wait(self.settings.init_wait_s):
             log.warning("the model is still downloading at the end of init; the first request waits for it",
                         extra={"waited_s": self.settings.init_wait_s})

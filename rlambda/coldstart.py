@@ -1,4 +1,4 @@
-"""Lambda's init with its parts side by side: R starts on this thread while another imports and downloads.
+"""Lambda's init with its parts side by side: R starts on this thread while another imports the service.
 
 A cold start was three things in a row: importing the service (about 60 ms
 of Python here, two thirds of it the standard library: json, logging,

@@ -135,12 +135,13 @@ JIT_LEVEL = "0"
 
 # R's start is C code that lets go of Python's GIL, but it takes the GIL
 # back now and then, and with another thread busy in Python (the init's
-# imports and download run beside it, coldstart.py) each time it waited for
-# that thread's time slice, 5 ms by default. Measured here on a quiet
+# imports run beside it, coldstart.py) each time it waited for that
+# thread's time slice, 5 ms by default. Measured here on a quiet
 # machine: R's start (initr) took 53-60 ms alone, 86-131 ms beside a thread
 # spinning in Python at the default interval, 60-73 ms at 50 us; the whole
-# cold start from S3 (bench_coldstart, two rounds, same run) 0.132 / 0.144 s
-# against 0.141 / 0.152 s at 5 ms. Restored once R is up.
+# cold start from S3 (bench_coldstart, two rounds, same run, when the
+# download also ran beside R's start) 0.132 / 0.144 s against 0.141 /
+# 0.152 s at 5 ms. Restored once R is up.
 START_SWITCH_INTERVAL_S = 5e-5
 
 

@@ -33,6 +33,7 @@ import datetime
 import hashlib
 import hmac
 import io
+import logging
 import os
 import re
 import zlib
@@ -40,8 +41,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import quote, urlsplit
 
+log = logging.getLogger(__name__)
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-_CHUNK = 1 << 20
 
 # Virtual-hosted addressing needs a name that is one DNS label: no dots (TLS
 # wildcard), no capitals or underscores (legacy buckets).
@@ -74,7 +75,6 @@ class Endpoint:
     scheme: str
     host: str  # with the port when it is not the scheme's default
     path: str = ""
-    path_style: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class S3Reader:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
                 return None
-            endpoint = Endpoint(parts.scheme, parts.netloc, parts.path.rstrip("/"), path_style=True)
+            endpoint = Endpoint(parts.scheme, parts.netloc, parts.path.rstrip("/"))
         elif not _REGION.match(region):
             return None
         return cls(access, secret, env.get("AWS_SESSION_TOKEN") or None, region, endpoint,
@@ -254,14 +254,13 @@ def _hmac(key: bytes, text: str) -> bytes:
 class ReadsFirst:
     """A botocore-shaped client whose plain GetObject tries the reader first.
 
-    Everything else (conditional or versioned gets, writes, listings) and
-    every GET the reader hands back goes to botocore's client, made only then.
+    Everything else (conditional gets, writes, listings) and every GET the
+    reader hands back goes to botocore's client, made only then.
     """
 
     def __init__(self, reader: S3Reader, client: Callable[[], Any]) -> None:
         self._reader = reader
         self._client = client
-        self.declined: list[str] = []
 
     def get_object(self, **kwargs: Any) -> dict[str, Any]:
         if set(kwargs) <= {"Bucket", "Key", "VersionId"}:
@@ -270,7 +269,8 @@ class ReadsFirst:
                 data = out["Body"].read()  # small objects (pointer, manifest): read and checked here
                 return {**out, "Body": io.BytesIO(data)}
             except Fallback as exc:
-                self.declined.append(str(exc))
+                log.info("the reader declined; botocore reads the object", extra={"key": kwargs.get("Key"),
+                                                                                  "reason": str(exc)})
         return self._client().get_object(**kwargs)
 
     def __getattr__(self, name: str) -> Any:

@@ -16,8 +16,6 @@ import json
 import logging
 import os
 import tempfile
-import threading
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -66,41 +64,6 @@ def sha256_of(path: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: fh.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-class Prefetch:
-    """A model's download on a thread of its own (Lambda's init starts R meanwhile)."""
-
-    def __init__(self, fetch: Callable[[], ModelFile]) -> None:
-        self._fetch = fetch
-        self._done = threading.Event()
-        self.value: ModelFile | None = None
-        self.error: BaseException | None = None
-        self.ms = 0.0
-        # a daemon: a download stalled on a slow S3 never keeps the process alive
-        threading.Thread(target=self._run, name="rlambda-prefetch", daemon=True).start()
-
-    def _run(self) -> None:
-        started = time.perf_counter()
-        try:
-            self.value = self._fetch()
-        except BaseException as exc:  # handed to whoever waits for it
-            self.error = exc
-        finally:
-            self.ms = (time.perf_counter() - started) * 1e3
-            self._done.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """True once the download has finished (well or not)."""
-        return self._done.wait(timeout)
-
-    def result(self) -> ModelFile:
-        """The downloaded file; raises the download's error."""
-        self._done.wait()
-        if self.error is not None:
-            raise self.error
-        assert self.value is not None
-        return self.value
 
 
 class Store:
