@@ -195,21 +195,25 @@ class App:
             return self._model or model
         return model
 
-    def warm_up(self, started: float | None = None) -> dict[str, float]:
-        """Lambda's init: start R, download the model, read it into R.
+    def prefetch(self) -> None:
+        """Begin the model's download on a thread of its own, unless one is pending (Lambda's init)."""
+        if self._prefetch is None and self._model is None:
+            self._prefetch = _Prefetch(self._fetch)
 
-        R starts first and alone: its start adds variables to the process
-        environment, and a download thread resolving names or setting up TLS
-        at the same moment reads that environment (coldstart.py says how
-        that crashed). Never raises: R that does not start, or a model that
-        cannot be fetched or loaded, is logged here and reported by the
-        first request (a 503 with Retry-After while it may clear), which
-        tries again. The wait for the download is bounded (``init_wait_s``;
-        Lambda's init has 10 s); a download still running then is finished
-        by the first request. Returns the phases in ms (also logged);
-        ``started`` is the ``perf_counter`` at which the init began, if
-        before this call (coldstart.py starts R first and records what it
-        measured).
+    def warm_up(self, started: float | None = None) -> dict[str, float]:
+        """Lambda's init: start R, download the model beside R's start, read it into R.
+
+        The download begins once R's start has set its environment variables
+        (rsession._initr says why not before), so that it runs beside the
+        long part of R's start. Never raises: R that does not start, or a
+        model that cannot be fetched or loaded, is logged here and reported
+        by the first request (a 503 with Retry-After while it may clear),
+        which tries again. The wait for the download is bounded
+        (``init_wait_s``; Lambda's init has 10 s); a download still running
+        then is finished by the first request. Returns the phases in ms (also
+        logged); ``started`` is the ``perf_counter`` at which the init began,
+        if before this call (coldstart.py starts R and the download first and
+        records what it measured).
         """
         started = time.perf_counter() if started is None else started
         phases = self.init_phases
@@ -217,12 +221,16 @@ class App:
             return phases
         self._warmed = True
         try:
-            rsession.start()
+            rsession.start(beside=self.prefetch)
         except Exception as exc:
             log.error("R did not start at init; requests will report it", extra={"reason": str(exc)})
             return phases
         phases.setdefault("r_start_ms", round((time.perf_counter() - started) * 1e3, 2))
-        fetch = self._prefetch = _Prefetch(self._fetch)
+        if self._prefetch is None:  # R was up before this call
+            self.prefetch()
+        fetch = self._prefetch
+        if fetch is None:  # a request loaded the model meanwhile
+            return phases
         if not fetch.wait(self.settings.init_wait_s):
             log.warning("the model is still downloading at the end of init; the first request waits for it",
                         extra={"waited_s": self.settings.init_wait_s})

@@ -19,24 +19,22 @@ import re
 import sys
 import threading
 from array import array
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Sequence, Union
 
-_HERE = Path(__file__).resolve().parent
-_HELPERS = _HERE / "serve.R"
+_HERE = os.path.dirname(os.path.realpath(__file__))
+_HELPERS = os.path.join(_HERE, "serve.R")
 # Evaluated after serve.R into the same environment (example rows, intervals).
-_EXPLAIN = _HERE / "explain.R"
+_EXPLAIN = os.path.join(_HERE, "explain.R")
 
 # Where to look for R when R_HOME is not set: a trimmed R bundled beside this
 # package (the Lambda zip), then the usual system locations. Setting R_HOME
 # ourselves spares rpy2 a `R RHOME` subprocess at cold start.
 _R_HOME_CANDIDATES = (
-    _HERE.parent / "R",
-    Path("/usr/lib/R"),
-    Path("/usr/lib64/R"),
-    Path("/usr/local/lib/R"),
-    Path("/opt/R"),
+    os.path.join(os.path.dirname(_HERE), "R"),
+    "/usr/lib/R",
+    "/usr/lib64/R",
+    "/usr/local/lib/R",
+    "/opt/R",
 )
 
 
@@ -66,40 +64,54 @@ class RUnavailable(Exception):
     """R itself could not be found or started."""
 
 
-@dataclass(frozen=True)
+# The columns are plain classes, and this module uses os.path rather than
+# pathlib: Lambda's init imports this module before R starts and the rest of
+# the service beside R's start (coldstart.py), and dataclasses (with inspect,
+# ast, dis) and pathlib took about 10 ms of that first part here.
 class Numeric:
     """A column of doubles."""
 
-    values: Sequence[float]
+    __slots__ = ("values",)
+
+    def __init__(self, values: Sequence[float]) -> None:
+        self.values = values
 
 
-@dataclass(frozen=True)
 class Integer:
     """A column of R integers (whole numbers within 32 bits)."""
 
-    values: Sequence[int]
+    __slots__ = ("values",)
+
+    def __init__(self, values: Sequence[int]) -> None:
+        self.values = values
 
 
-@dataclass(frozen=True)
 class Logical:
     """A column of TRUE/FALSE."""
 
-    values: Sequence[bool]
+    __slots__ = ("values",)
+
+    def __init__(self, values: Sequence[bool]) -> None:
+        self.values = values
 
 
-@dataclass(frozen=True)
 class Factor:
     """A factor column: 1-based codes into ``levels``."""
 
-    codes: Sequence[int]
-    levels: Sequence[str]
+    __slots__ = ("codes", "levels")
+
+    def __init__(self, codes: Sequence[int], levels: Sequence[str]) -> None:
+        self.codes = codes
+        self.levels = levels
 
 
-@dataclass(frozen=True)
 class Text:
     """A character column."""
 
-    values: Sequence[str]
+    __slots__ = ("values",)
+
+    def __init__(self, values: Sequence[str]) -> None:
+        self.values = values
 
 
 Column = Union[Numeric, Integer, Logical, Factor, Text]
@@ -109,8 +121,9 @@ def _find_r_home() -> None:
     if os.environ.get("R_HOME"):
         return
     for candidate in _R_HOME_CANDIDATES:
-        if (candidate / "bin" / "Rscript").exists() or (candidate / "lib" / "libR.so").exists():
-            os.environ["R_HOME"] = str(candidate)
+        if os.path.exists(os.path.join(candidate, "bin", "Rscript")) or os.path.exists(
+                os.path.join(candidate, "lib", "libR.so")):
+            os.environ["R_HOME"] = candidate
             return
 
 
@@ -158,7 +171,8 @@ def _ld_library_path(r_home: str) -> str:
     value = os.environ.get("R_LD_LIBRARY_PATH", "")
     if not value:
         try:
-            text = (Path(r_home) / "etc" / "ldpaths").read_text(encoding="utf-8", errors="replace")
+            with open(os.path.join(r_home, "etc", "ldpaths"), encoding="utf-8", errors="replace") as fh:
+                text = fh.read()
         except OSError:
             text = ""
         found = re.search(r"\$\{R_LD_LIBRARY_PATH=((?:\$\{[^}]*\}|[^}])*)\}", text)
@@ -185,6 +199,86 @@ def _openrlib() -> Any:
     return openrlib
 
 
+# Names R sets once its environment is otherwise final: R_SESSION_TMPDIR while
+# it sets up its main loop (it never reads the old value: tempdir() is a new
+# Rtmp folder whatever it was), _R_NS_LOAD_ around each loadNamespace (set,
+# then unset), and _R_NO_REPORT_MISSING_NAMESPACES_ around serve.R's readRDS
+# (empty reads as unset there). Made to exist, empty, before R starts, so
+# that each later setenv replaces a value in place and no later one adds a
+# name (found with an LD_PRELOAD that logged every setenv and unsetenv of an
+# init; tests/test_coldstart.py checks that the array stays put); see _initr.
+_SET_LATER = ("R_SESSION_TMPDIR", "_R_NS_LOAD_", "_R_NO_REPORT_MISSING_NAMESPACES_")
+
+
+class _LibWithHook:
+    """rpy2's libR as its _initr sees it, with ``hook`` called just before setup_Rmainloop."""
+
+    def __init__(self, lib: Any, hook: Callable[[], None]) -> None:
+        object.__setattr__(self, "_lib", lib)
+        object.__setattr__(self, "_hook", hook)
+
+    def __getattr__(self, name: str) -> Any:
+        lib = object.__getattribute__(self, "_lib")
+        if name != "setup_Rmainloop":
+            return getattr(lib, name)
+        hook = object.__getattribute__(self, "_hook")
+
+        def setup_rmainloop() -> Any:
+            hook()
+            return lib.setup_Rmainloop()
+
+        return setup_rmainloop
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(object.__getattribute__(self, "_lib"), name, value)
+
+
+def _initr(ri: Any, beside: Callable[[], object] | None) -> BaseException | None:
+    """rpy2's initr_simple, calling ``beside`` once R's environment is final; what ``beside`` raised.
+
+    R's start writes the process environment: Rf_initialize_R adds about 24
+    variables (R_HOME/etc/Renviron; about 1 ms), setup_Rmainloop adds
+    R_SESSION_TMPDIR and then loads base and the default packages (about
+    70 ms, measured here). glibc's setenv moves the environment array as it
+    grows, so a getenv on another thread at that moment reads freed memory:
+    a general protection fault in libc, seen once in CI when the model's
+    download (name resolution, TLS) ran beside R's whole start. With
+    R_SESSION_TMPDIR made to exist beforehand (_SET_LATER), setup_Rmainloop
+    adds no name, the array stays put (tests/test_coldstart.py checks the
+    pointer), and what ``beside`` starts may read the environment. rpy2's
+    _initr calls both functions in a row through ``openrlib.rlib``, so that
+    attribute is wrapped for the call: the only seam rpy2 offers between them.
+    """
+    if beside is None:
+        ri.initr_simple()
+        return None
+    from rpy2.rinterface_lib import openrlib
+
+    lib = openrlib.rlib
+    called: list[BaseException | None] = []
+
+    def hook() -> None:
+        openrlib.rlib = lib  # rpy2's code after this sees the library itself
+        try:
+            beside()
+            called.append(None)
+        except BaseException as exc:  # raised by start() once R is up, not into R's start
+            called.append(exc)
+
+    openrlib.rlib = _LibWithHook(lib, hook)
+    try:
+        ri.initr_simple()
+    finally:
+        openrlib.rlib = lib
+    if not called:  # an rpy2 that starts R another way: R is up now, its environment final
+        try:
+            beside()
+        except BaseException as exc:
+            return exc
+        return None
+    return called[0]
+
+
 _ri: Any = None
 _helpers: dict[str, Any] = {}
 _start_lock = threading.Lock()
@@ -209,8 +303,15 @@ def prepare() -> Any:
     return ri
 
 
-def start() -> None:
-    """Start the embedded R once per process and define the helpers (idempotent)."""
+def start(beside: Callable[[], object] | None = None) -> None:
+    """Start the embedded R once per process and define the helpers (idempotent).
+
+    ``beside`` (Lambda's init: the thread that imports the service and
+    downloads the model) is called on this thread once R's start has set
+    every environment variable it sets, just before its long part (loading
+    base and the default packages, about 70 ms); see _initr for why then.
+    It is not called if R is already up.
+    """
     global _ri
     if _ri is not None:
         return
@@ -235,12 +336,17 @@ def start() -> None:
             saved = {name: os.environ.get(name) for name in ("LD_LIBRARY_PATH", "R_DEFAULT_PACKAGES", "R_ENABLE_JIT")}
             os.environ.setdefault("R_DEFAULT_PACKAGES", DEFAULT_PACKAGES)
             os.environ.setdefault("R_ENABLE_JIT", JIT_LEVEL)
+            for name in _SET_LATER:
+                os.environ.setdefault(name, "")
             interval = sys.getswitchinterval()
             sys.setswitchinterval(min(interval, START_SWITCH_INTERVAL_S))
             try:
-                ri.initr_simple()
+                beside_error = _initr(ri, beside)
             finally:
                 sys.setswitchinterval(interval)
+                # unsetenv moves no array and frees no string (glibc): a
+                # getenv beside it is safe, and these names are not the ones
+                # a download reads
                 for name, value in saved.items():
                     if value is None:
                         os.environ.pop(name, None)
@@ -248,14 +354,17 @@ def start() -> None:
                         os.environ[name] = value
             env = ri.baseenv["new.env"]()
             try:
-                ri.evalr(_HELPERS.read_text(encoding="utf-8"), envir=env)
-                ri.evalr(_EXPLAIN.read_text(encoding="utf-8"), envir=env)
+                for path in (_HELPERS, _EXPLAIN):
+                    with open(path, encoding="utf-8") as fh:
+                        ri.evalr(fh.read(), envir=env)
             except ri.embedded.RRuntimeError as exc:
                 raise RUnavailable(f"cannot define the R helpers: {exc}") from exc
             for name in ("rl_read", "rl_load", "rl_packages", "rl_version"):
                 _helpers[name] = env[name]
             del env
         _ri = ri
+    if beside_error is not None:
+        raise beside_error
 
 
 def started() -> bool:
@@ -556,7 +665,8 @@ def call_file(path: str | os.PathLike[str], function: str, *args: Arg, refusals:
             env = _files.get(key)
             if env is None:
                 env = ri.baseenv["new.env"]()
-                source = Path(path).read_text(encoding="utf-8")
+                with open(path, encoding="utf-8") as fh:
+                    source = fh.read()
                 _r_call(lambda: ri.evalr(source, envir=env), errors=errors)
                 _files[key] = env
             r_args.extend(_arg(arg) for arg in args)

@@ -1,11 +1,11 @@
-"""Cold start: how R starts, what runs beside it, and the init that fetches the model once R is up.
+"""Cold start: how R starts, what runs beside it, and the init that fetches the model beside R's start.
 
 Speed is bench/bench_coldstart.py's business; these tests check what the
 fast start must keep: R attaches only what serve.R needs, rpy2 runs no
 ``Rscript`` subprocess, the environment children inherit is untouched, the
 library path comes from R_HOME's own etc/ldpaths (Debian's R and the zip's
-bundled R), nothing beside R's start loads a C extension or downloads,
-and an init whose download fails or stalls still starts and leaves the
+bundled R), the download beside R's start begins only once R's start
+adds no environment variable, and an init whose download fails or stalls still starts and leaves the
 first request to report it.
 """
 
@@ -172,32 +172,82 @@ def test_the_helper_thread_imports_pure_python_only() -> None:
     assert json.loads(run.stdout.strip().splitlines()[-1]) == []
 
 
+# A new process: Lambda's init (App.warm_up), watching the C environment
+# (glibc's environ array, the one getenv reads): when the download is begun,
+# when it starts, and once the model is loaded.
 ORDER_PROBE = textwrap.dedent("""
     import json, sys
     sys.path.insert(0, {root!r})
+    import _cffi_backend as B  # rpy2's, and the zip's (ctypes needs libffi, which the sandbox has not)
     from rlambda import rsession
     from rlambda.app import App
     from rlambda.settings import Settings
     from rlambda.store import Store
-    seen = []
-    original = Store.fetch
-    def fetch(self, uri):
-        seen.append(rsession.started())
-        return original(self, uri)
-    Store.fetch = fetch
+    uintptr = B.new_primitive_type("uintptr_t")
+    char_pp = B.new_pointer_type(B.new_pointer_type(B.new_primitive_type("char")))
+    libc = B.load_library(None)
+    def snapshot():
+        env, names, i = libc.read_variable(char_pp, "environ"), [], 0
+        while int(B.cast(uintptr, env[i])):
+            names.append(B.string(env[i]).split(b"=", 1)[0].decode())
+            i += 1
+        return {{"array": int(B.cast(uintptr, env)), "names": names}}
+    seen = {{}}
+    begin, fetch = App.prefetch, Store.fetch
+    def prefetch(self):
+        seen.setdefault("begun", {{"r_started": rsession.started(), **snapshot()}})
+        return begin(self)
+    def fetched(self, uri):
+        seen["fetch"] = snapshot()
+        return fetch(self, uri)
+    App.prefetch, Store.fetch = prefetch, fetched
     assert not rsession.started()
     app = App(Settings(model_uri={model!r}, cache_dir={cache!r}))
     app.warm_up()
-    print(json.dumps({{"r_started_at_fetch": seen, "model": app._model is not None}}))
+    seen["end"] = snapshot()
+    seen["model"] = app._model is not None
+    seen["tempdir"] = str(rsession._ri.evalr("tempdir()")[0])
+    seen["session_tmpdir"] = str(rsession._ri.evalr('Sys.getenv("R_SESSION_TMPDIR")')[0])
+    print(json.dumps(seen))
 """)
 
 
-def test_r_starts_before_the_download_begins(model_path: Path, tmp_path: Path) -> None:
-    """No download thread (name resolution, TLS) runs while R's start rewrites the process environment."""
+def test_the_download_runs_beside_r_start_once_r_has_set_its_environment(model_path: Path, tmp_path: Path) -> None:
+    """The download (name resolution, TLS) begins while R starts, but only once R's start adds no variable.
+
+    glibc's setenv moves the environment array as it grows: a getenv on the
+    download's thread at that moment read freed memory (a crash seen in CI).
+    """
     # GIVEN a new process in which R has not started WHEN Lambda's init (warm_up) runs
     code = ORDER_PROBE.format(root=str(ROOT), model=str(model_path), cache=str(tmp_path))
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     seen = json.loads(run.stdout.strip().splitlines()[-1])
-    # THEN the download began once R was up, and the model was loaded
-    assert seen == {"r_started_at_fetch": [True], "model": True}
+    # THEN the download was begun during R's start, after R's Renviron was applied
+    assert seen["begun"]["r_started"] is False
+    assert {"R_PLATFORM", "R_LIBS_SITE", "R_SESSION_TMPDIR"} <= set(seen["begun"]["names"])
+    # AND from then until the model was loaded the environment array never moved
+    assert seen["begun"]["array"] == seen["fetch"]["array"] == seen["end"]["array"]
+    assert seen["model"] is True
+    # AND R's session folder is its own new one, named in R_SESSION_TMPDIR as R always does
+    assert os.path.basename(seen["tempdir"]).startswith("Rtmp")
+    assert seen["session_tmpdir"] == seen["tempdir"]
+
+
+def test_an_rpy2_without_the_seam_runs_beside_after_r_is_up() -> None:
+    """If rpy2 ever starts R without passing through openrlib.rlib, ``beside`` still runs, once R is up."""
+    calls: list[str] = []
+
+    class StartsItsOwnWay:
+        def initr_simple(self) -> None:
+            calls.append("R up")
+
+    def beside() -> None:
+        calls.append("beside")
+        raise RuntimeError("no thread")
+
+    # GIVEN an rpy2 whose start never reads openrlib.rlib WHEN R starts with something to run beside it
+    error = rsession._initr(StartsItsOwnWay(), beside)
+    # THEN it ran after R was up, and its error is handed back rather than raised into R's start
+    assert calls == ["R up", "beside"]
+    assert isinstance(error, RuntimeError)

@@ -438,6 +438,22 @@ def test_the_zip_scores_a_batch_file_with_its_own_data_table(sandbox: Sandbox, m
     assert "gre must be a finite number" in ",".join(bad)
 
 
+def test_the_zips_r_adds_no_environment_variable_while_the_download_runs(sandbox: Sandbox) -> None:
+    """The zip's R (4.5, not the host's) sets the same names test_coldstart checks: none beside the download."""
+    from test_coldstart import ORDER_PROBE
+
+    # GIVEN the zip in the sandbox and its model in S3 WHEN Lambda's init (warm_up) runs, watched
+    code = ORDER_PROBE.format(root="/var/task", model=MODEL_URI, cache="/tmp/order-probe-cache")
+    run = sandbox.run_python(["-c", code])
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    # THEN the download began during R's start, once R's names were set, and the array never moved after
+    assert seen["begun"]["r_started"] is False
+    assert {"R_PLATFORM", "R_SESSION_TMPDIR"} <= set(seen["begun"]["names"])
+    assert seen["begun"]["array"] == seen["fetch"]["array"] == seen["end"]["array"]
+    assert seen["model"] is True and seen["session_tmpdir"] == seen["tempdir"]
+
+
 BATCH_FAST_SCRIPT = BATCH_SCRIPT.replace('"inputs/x.csv"', '"inputs/y.csv"')
 
 
