@@ -19,9 +19,9 @@ Prints one JSON object: medians, every run, the CPU time of each process,
 the phases (interpreter, imports, R start, model fetch, model load, first
 answer), the ratios and the load average before and after. Phases of ours overlap: R starts on the
 main thread while a helper thread imports the rest of the service (rlambda/coldstart.py), so
-init.imports_ms and init.r_start_ms do not add up; the model is fetched once R is up.
+init.imports_ms and init.r_start_ms do not add up; the model is fetched beside R's start too (init.fetch_ms).
 
-    .venv/bin/python bench/bench_coldstart.py [--runs 9] [--zip build/admission.zip]
+    .venv/bin/python bench/bench_coldstart.py [--runs 9] [--zip build/admission.zip] [--compare-tree DIR]
 """
 
 from __future__ import annotations
@@ -189,6 +189,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=9, help="runs of each (at least 7)")
     parser.add_argument("--zip", type=Path, default=ROOT / "build" / "admission.zip")
     parser.add_argument("--no-zip", action="store_true", help="skip the zip even if it exists")
+    parser.add_argument("--compare-tree", type=Path, action="append", default=[],
+                        help="another checkout of this project (e.g. a git worktree of an older commit), "
+                             "measured as ours is, interleaved in the same run")
     args = parser.parse_args()
     if args.runs < 7:
         raise SystemExit("--runs must be at least 7")
@@ -216,9 +219,13 @@ def main() -> None:
         def fresh_cache() -> str:
             return tempfile.mkdtemp(prefix="cache-", dir=scratch)
 
-        def ours() -> dict[str, Any]:
-            env = {**base_env, "MODEL_URI": f"s3://{BUCKET}/{KEY}", "MODEL_CACHE_DIR": fresh_cache()}
-            return run_child([sys.executable, "-c", CHILD.format(root=str(ROOT), event=EVENT)], env)
+        def tree(root: Path) -> Callable[[], dict[str, Any]]:
+            def run() -> dict[str, Any]:
+                env = {**base_env, "MODEL_URI": f"s3://{BUCKET}/{KEY}", "MODEL_CACHE_DIR": fresh_cache()}
+                return run_child([sys.executable, "-c", CHILD.format(root=str(root), event=EVENT)], env)
+            return run
+
+        ours = tree(ROOT)
 
         def original() -> dict[str, Any]:
             env = {**base_env, "MODEL_CACHE_DIR": fresh_cache()}
@@ -226,6 +233,8 @@ def main() -> None:
                              env)
 
         approaches: dict[str, Callable[[], dict[str, Any]]] = {"ours": ours, "original_approach": original}
+        for other in args.compare_tree:
+            approaches[f"tree:{other.resolve().name}"] = tree(other.resolve())
         zipped: Zip | None = None
         if args.no_zip:
             zip_note = "skipped (--no-zip)"
@@ -258,6 +267,9 @@ def main() -> None:
     out["ratio_ours_to_original"] = round(ours_s / base_s, 3)
     out["speedup"] = round(base_s / ours_s, 2)
     out["cpu_ratio_ours_to_original"] = round(out["ours"]["median_cpu_s"] / out["original_approach"]["median_cpu_s"], 3)
+    for name in list(out):
+        if name.startswith("tree:"):
+            out[f"ratio_ours_to_{name}"] = round(ours_s / out[name]["median_s"], 3)
     out["zip"] = zip_note
     targets = {"ratio_ours_to_original": 0.45, "ours_s_idle_machine": 0.15, "zip_in_sandbox_s": 0.25}
     meets: dict[str, Any] = {"ratio_ours_to_original": out["ratio_ours_to_original"] <= targets["ratio_ours_to_original"],

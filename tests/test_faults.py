@@ -337,7 +337,7 @@ def test_tmp_full_only_for_the_sidecar(world: World, record_property: Any) -> No
 
 
 
-# -- the init: the model fetched on a thread (bounded wait) once R is up ----------------------------
+# -- the init: the model fetched on a thread (bounded wait) beside R's start ----------------------------
 
 # A new process with S3 behind the proxy: Lambda's init (import handler) runs
 # with the fault on, then one request, then (told by the test, the fault
