@@ -163,7 +163,7 @@ HELPER_PROBE = textwrap.dedent("""
 
 
 def test_the_helper_thread_imports_pure_python_only() -> None:
-    """What runs beside R's start loads no C extension: their initialisation may read the environment R rewrites."""
+    """What the helper imports beside R's start is pure Python: the C extensions initialise before R starts."""
     # GIVEN a new process, as Lambda's init prepares it (rpy2, then coldstart.EXTENSIONS, on the main thread)
     run = subprocess.run([sys.executable, "-c", HELPER_PROBE.format(root=str(ROOT))], capture_output=True,
                          text=True, timeout=120, env={**os.environ, "MODEL_URI": "/nonexistent.rds"})
