@@ -119,11 +119,17 @@ def _cut(buf: bytes) -> int:
     return end + 1
 
 
-def _records(data: bytes) -> int:
-    """Records in a chunk without quotes: its lines, less blank ones (fread skips those too)."""
+def _records(data: bytes, newlines: int | None = None) -> int:
+    """Records in a chunk without quotes: its lines, less blank ones (fread skips those too).
+
+    ``newlines``: ``data.count(b"\n")`` if the caller has it already (a
+    1 ms scan of a 2 MB chunk).
+    """
     if b"\n\n" in data or (b"\r" in data and b"\n\r\n" in data) or data.startswith((b"\n", b"\r\n")):
         return sum(1 for line in data.split(b"\n") if line.strip(b"\r"))
-    return data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
+    if newlines is None:
+        newlines = data.count(b"\n")
+    return newlines + (0 if not data or data.endswith(b"\n") else 1)
 
 
 def _triggers(data: bytes) -> bool:
@@ -165,6 +171,14 @@ class _Decoder:
         if not self.utf8 and any(c.encode(name) != c.encode("ascii") for c in '\n\r",'):
             raise Refused(f"encoding {encoding!r} is not ASCII-compatible; convert the file to UTF-8")
         self.lines = 0
+        # the last chunk handed back as it came (UTF-8) and its newlines,
+        # counted once here for the line numbers and reused by _records
+        self._counted: tuple[bytes, int] | None = None
+
+    def newlines(self, data: bytes) -> int | None:
+        """``data.count(b"\n")`` if ``data`` is the chunk this decoder just handed back, else None."""
+        counted = self._counted
+        return counted[1] if counted is not None and counted[0] is data else None
 
     def __call__(self, chunk: bytes, offset: int) -> bytes:
         try:
@@ -177,8 +191,13 @@ class _Decoder:
                 f"the file is not valid {self.name.upper()}: byte 0x{bad} at offset {at} (line {line}); "
                 f"save it as UTF-8 (or declare its encoding) and upload it again"
             ) from None
-        self.lines += chunk.count(b"\n")
-        return chunk if self.utf8 else text.encode("utf-8")
+        newlines = chunk.count(b"\n")
+        self.lines += newlines
+        if not self.utf8:
+            self._counted = None
+            return text.encode("utf-8")
+        self._counted = (chunk, newlines)
+        return chunk
 
 
 # ---------------------------------------------------------------------------
@@ -213,8 +232,12 @@ class _Job:
         _r("rl_batch_refuse", self.err_path, 0, reason)
         self.failed = 1
 
-    def chunk(self, data: bytes, first_row: int, rows: Sequence[int] | None = None) -> int:
-        """Score a chunk of records (no header); returns how many rows it held."""
+    def chunk(self, data: bytes, first_row: int, rows: Sequence[int] | None = None,
+              newlines: int | None = None) -> int:
+        """Score a chunk of records (no header); returns how many rows it held.
+
+        ``newlines``: ``data.count(b"\n")`` if known (see :func:`_records`).
+        """
         if b'"' in data:
             # Quoted cells can hold newlines, so lines are not records: the
             # csv module (the reference) splits the records, fread reads them.
@@ -222,7 +245,7 @@ class _Job:
         else:
             with open(self.chunk_path, "wb") as fh:
                 fh.write(data)
-            expected = _records(data)
+            expected = _records(data, newlines)
             res = self._score(first_row, rows, None, False, expected, _triggers(data))
             if "fallback" in res:
                 res = self._fallback(data, first_row, rows, str(res["fallback"]))
@@ -333,9 +356,10 @@ def score_file(model: Model, blobs: Blobs, key: str, out: Blobs | None = None,
                 row = 1
                 try:
                     if data:
-                        row += job.chunk(data, row)
+                        row += job.chunk(data, row, newlines=decode.newlines(data))
                     for piece, offset in pieces:
-                        row += job.chunk(decode(piece, offset), row)
+                        data = decode(piece, offset)
+                        row += job.chunk(data, row, newlines=decode.newlines(data))
                 except Refused as exc:
                     refused = str(exc)
             if refused is not None:
