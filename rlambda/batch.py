@@ -217,6 +217,7 @@ class _Job:
         os.close(fd)
         fd, self.chunk_path = tempfile.mkstemp(dir=tmp_dir, prefix=".batch-", suffix=".chunk.csv")
         os.close(fd)
+        self._chunk_fd: int | None = None  # opened by write_chunk, closed by cleanup
         self.rows = self.scored = self.failed = 0
         self.chunks = 0
         self.begin()
@@ -243,8 +244,7 @@ class _Job:
             # csv module (the reference) splits the records, fread reads them.
             res = self._fallback(data, first_row, rows, "quoted cells")
         else:
-            with open(self.chunk_path, "wb") as fh:
-                fh.write(data)
+            self.write_chunk(data)
             expected = _records(data, newlines)
             res = self._score(first_row, rows, None, False, expected, _triggers(data))
             if "fallback" in res:
@@ -254,6 +254,19 @@ class _Job:
         self.chunks += 1
         rsession.collect_garbage(full=self.chunks % FULL_GC_EVERY == 0)
         return res["rows"]
+
+    def write_chunk(self, data: bytes) -> None:
+        """Make ``data`` the chunk file R reads: written over the last one in place, then cut to length.
+
+        Opening it with truncation freed its pages in the page cache and the
+        write took them anew: 2 MB took 2 ms that way, 0.07 ms in place.
+        """
+        if self._chunk_fd is None:
+            self._chunk_fd = os.open(self.chunk_path, os.O_WRONLY)
+        view, done = memoryview(data), 0
+        while done < len(data):
+            done += os.pwrite(self._chunk_fd, view[done:], done)
+        os.ftruncate(self._chunk_fd, len(data))
 
     def _score(self, first_row: int, rows: Sequence[int] | None, ragged: list[str] | None,
                unescape: bool, expected: int, triggers: bool) -> dict[str, Any]:
@@ -284,8 +297,7 @@ class _Job:
                 ragged.append(f"has {len(rec)} fields, the header has {width}")
                 rec = (rec + [""] * width)[:width]
             writer.writerow(rec)
-        with open(self.chunk_path, "w", encoding="utf-8", newline="") as fh:
-            fh.write(buf.getvalue())
+        self.write_chunk(buf.getvalue().encode("utf-8"))
         res = self._score(first_row, numbers, ragged if any(ragged) else None, True, len(records), _triggers(data))
         if "fallback" in res:
             raise rsession.RError(f"R could not read a chunk the csv module wrote: {res['fallback']}")
@@ -293,6 +305,9 @@ class _Job:
 
     def cleanup(self) -> None:
         """Remove the temporary files."""
+        if self._chunk_fd is not None:
+            os.close(self._chunk_fd)
+            self._chunk_fd = None
         for name in (self.out_path, self.err_path, self.chunk_path):
             try:
                 os.unlink(name)
@@ -447,8 +462,7 @@ def score_items(model: Model, batch: MapBatch, out: Blobs, tmp_dir: str | None =
                 writer.writerow([_cell(row.get(h)) for h in header])
                 rows.append(item["index"] + 1)
             data = buf.getvalue().encode("utf-8")
-            with open(job.chunk_path, "wb") as fh:
-                fh.write(data)
+            job.write_chunk(data)
             # None when every row is well-shaped: 2,000 empty strings cost more to hand to R than the check
             res = job._score(first_row, rows, ragged if any(ragged) else None, True, len(rows), _triggers(data))
             if "fallback" in res:
