@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 BATCH_R = Path(__file__).resolve().parent / "batch.R"
 # About 110,000 rows of the admission file. Measured on 1M rows: 2 MB chunks
 # were faster than 4 MB and 8 MB (1.0 s against 1.23 s; R's collections cost
-# more as a chunk's strings grow), and the peak RSS is 146 MB (8 MB: 278).
+# more as a chunk's strings grow), and the peak RSS was 146 MB (8 MB: 278;
+# 141-145 MB after the batch-speed changes to the checks and the chunk file).
 CHUNK_BYTES = 2 << 20
 # A full R garbage collection every this many chunks (rsession.collect_garbage).
 FULL_GC_EVERY = 3
