@@ -62,9 +62,11 @@ rlb_coded <- function(type, levels) type == "factor" || (type == "character" && 
 # the API refuses the cell (cells are checked on text, as prototype.py does).
 rlb_typed <- function(s, type, levels) {
   if (rlb_coded(type, levels)) {
-    code <- match(s, levels)
+    # data.table's chmatch is match() for text (exact matches; strings in
+    # other encodings compared as UTF-8), about twice as fast on a chunk
+    code <- data.table::chmatch(s, levels)
     miss <- which(is.na(code))
-    if (length(miss)) code[miss] <- match(trimws(s[miss]), levels)
+    if (length(miss)) code[miss] <- data.table::chmatch(trimws(s[miss]), levels)
     return(if (type == "factor") code else levels[code])
   }
   if (type == "logical") {
@@ -94,13 +96,26 @@ rlb_typed <- function(s, type, levels) {
 }
 
 # A column's distinct values when they are few (a rank, a score, a price with
-# two decimals): each is then parsed once, and match() spreads the results.
-# NULL when they are many (an id, a measurement), judged on the first cells.
+# two decimals): each is then parsed once, and `at` spreads the results
+# (values[at] is the column). NULL when they are many (an id, a
+# measurement), judged on the first cells. Those first cells usually hold
+# every value: the column is matched against them, and only the cells they
+# miss are hashed by unique(); 0.9 ms on a chunk's 116,000 cells, where
+# unique() of the column and a match against it took 1.7 ms.
 rlb_distinct <- function(s) {
   n <- length(s)
-  if (n < 4096L || length(unique(s[seq_len(2048L)])) > 512L) return(NULL)
-  u <- unique(s)
-  if (length(u) > n %/% 4L) NULL else u
+  if (n < 4096L) return(NULL)
+  u <- unique(s[seq_len(2048L)])
+  if (length(u) > 512L) return(NULL)
+  at <- data.table::chmatch(s, u)
+  miss <- which(is.na(at))
+  if (length(miss)) {
+    more <- unique(s[miss])  # none of them in u
+    if (length(u) + length(more) > n %/% 4L) return(NULL)
+    at[miss] <- length(u) + data.table::chmatch(s[miss], more)
+    u <- c(u, more)
+  }
+  list(values = u, at = at)
 }
 
 # One predictor column (text) -> list(value = typed vector for the scorer,
@@ -108,8 +123,8 @@ rlb_distinct <- function(s) {
 rlb_parse <- function(s, type, levels) {
   if (type == "character" && !length(levels)) return(list(value = s, rows = integer(0), why = character(0)))
   coded <- rlb_coded(type, levels)
-  u <- if (coded) NULL else rlb_distinct(s)  # match() on the levels is one pass already
-  value <- if (is.null(u)) rlb_typed(s, type, levels) else rlb_typed(u, type, levels)[match(s, u)]
+  u <- if (coded) NULL else rlb_distinct(s)  # matching the levels is one pass already
+  value <- if (is.null(u)) rlb_typed(s, type, levels) else rlb_typed(u$values, type, levels)[u$at]
   rows <- which(is.na(value))
   if (!length(rows)) return(list(value = value, rows = rows, why = character(0)))
   b <- s[rows]

@@ -155,6 +155,42 @@ def test_batch_validation_agrees_with_the_api_message_for_message(app, store):
     assert result.failed == sum(e is not None for e in expected) > 0
 
 
+def test_values_first_seen_after_the_sampled_cells_are_parsed_like_the_rest(app, store):
+    """batch.R parses a column's distinct values once, found from its first 2,048 cells and then
+    the cells those miss: values (good and bad) that first appear later get the API's messages and
+    the same output as the same rows scored cell by cell in a small file."""
+    model = app.model()
+    # GIVEN 6,000 rows (one chunk) whose first 2,500 hold two gre and two gpa values, and whose
+    # later rows bring new ones, some of them refused
+    late_gre = ["700", " 640 ", "8e2", "abc", "1e400", "0x10", ""]
+    late_gpa = ["3.95", "+.5", "4.00", "x"]
+    table = []
+    for k in range(6000):
+        if k < 2500:
+            table.append((f"a{k}", ("500", "600")[k % 2], ("3.1", "3.5")[k % 2], str(k % 4 + 1)))
+        else:
+            table.append((f"a{k}", late_gre[k % len(late_gre)], late_gpa[k % len(late_gpa)], str(k % 4 + 1)))
+    expected = []
+    for _, gre, gpa, rank in table:
+        try:
+            model.prototype.columns([{"gre": gre, "gpa": gpa, "rank": rank}])
+            expected.append(None)
+        except BadRequest as exc:
+            expected.append("; ".join(f"{p.field} {p.problem}" for p in exc.problems))
+    body = "id,gre,gpa,rank\n" + "".join(",".join(r) + "\n" for r in table)
+    # WHEN it is scored, and its late rows alone (fewer than 4,096: parsed cell by cell)
+    result = run(app, store, body.encode())
+    late = "id,gre,gpa,rank\n" + "".join(",".join(r) + "\n" for r in table[2500:])
+    run(app, store, late.encode(), name="late.csv")
+    # THEN every refusal is the API's, and the late rows are written as the small file writes them
+    errors = {int(e[0]): e[1] for e in rows_of(store / "outputs" / "x.errors.csv")[1:]}
+    assert [errors.get(i + 1) for i in range(len(table))] == expected
+    assert result.failed == sum(e is not None for e in expected) > 0
+    big, small = rows_of(store / "outputs" / "x.csv"), rows_of(store / "outputs" / "late.csv")
+    assert [r for r in big[1:] if int(r[0][1:]) >= 2500] == small[1:]
+    assert len(small) > 1
+
+
 def test_without_data_table_batch_scoring_refuses_naming_it(model_path, tmp_path):
     # GIVEN an R library without data.table (the site library hidden)
     code = (
