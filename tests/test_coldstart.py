@@ -232,22 +232,3 @@ def test_the_download_runs_beside_r_start_once_r_has_set_its_environment(model_p
     # AND R's session folder is its own new one, named in R_SESSION_TMPDIR as R always does
     assert os.path.basename(seen["tempdir"]).startswith("Rtmp")
     assert seen["session_tmpdir"] == seen["tempdir"]
-
-
-def test_an_rpy2_without_the_seam_runs_beside_after_r_is_up() -> None:
-    """If rpy2 ever starts R without passing through openrlib.rlib, ``beside`` still runs, once R is up."""
-    calls: list[str] = []
-
-    class StartsItsOwnWay:
-        def initr_simple(self) -> None:
-            calls.append("R up")
-
-    def beside() -> None:
-        calls.append("beside")
-        raise RuntimeError("no thread")
-
-    # GIVEN an rpy2 whose start never reads openrlib.rlib WHEN R starts with something to run beside it
-    error = rsession._initr(StartsItsOwnWay(), beside)
-    # THEN it ran after R was up, and its error is handed back rather than raised into R's start
-    assert calls == ["R up", "beside"]
-    assert isinstance(error, RuntimeError)
