@@ -226,8 +226,7 @@ class App:
             log.error("R did not start at init; requests will report it", extra={"reason": str(exc)})
             return phases
         phases.setdefault("r_start_ms", round((time.perf_counter() - started) * 1e3, 2))
-        if self._prefetch is None:  # R was up before this call
-            self.prefetch()
+        self.prefetch()  # R was up before this call, or the model is loaded: no-op otherwise
         fetch = self._prefetch
         if fetch is None:  # a request loaded the model meanwhile
             return phases

@@ -100,4 +100,4 @@ def _import(done: dict[str, Any]) -> None:
         done["app"] = app
     except BaseException as exc:  # raised again on the main thread
         done["error"] = exc
-        done["imports_ms"] = round((time.perf_counter() - started) * 1e3, 2)
+    done.setdefault("imports_ms", round((time.perf_counter() - started) * 1e3, 2))

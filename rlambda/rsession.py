@@ -148,7 +148,7 @@ JIT_LEVEL = "0"
 
 # R's start is C code that lets go of Python's GIL, but it takes the GIL
 # back now and then, and with another thread busy in Python (the init's
-# imports run beside it, coldstart.py) each time it waited for that
+# imports and download run beside it, coldstart.py) each time it waited for that
 # thread's time slice, 5 ms by default. Measured here on a quiet
 # machine: R's start (initr) took 53-60 ms alone, 86-131 ms beside a thread
 # spinning in Python at the default interval, 60-73 ms at 50 us; the whole
@@ -204,9 +204,10 @@ def _openrlib() -> Any:
 # Rtmp folder whatever it was), _R_NS_LOAD_ around each loadNamespace (set,
 # then unset), and _R_NO_REPORT_MISSING_NAMESPACES_ around serve.R's readRDS
 # (empty reads as unset there). Made to exist, empty, before R starts, so
-# that each later setenv replaces a value in place and no later one adds a
-# name (found with an LD_PRELOAD that logged every setenv and unsetenv of an
-# init; tests/test_coldstart.py checks that the array stays put); see _initr.
+# that a later setenv replaces a value in place; _R_NS_LOAD_, unset after each
+# load, comes back into the room it left, which glibc's realloc does not move
+# (found with an LD_PRELOAD that logged every setenv and unsetenv of an init;
+# tests/test_coldstart.py checks that the array stays put); see _initr.
 _SET_LATER = ("R_SESSION_TMPDIR", "_R_NS_LOAD_", "_R_NO_REPORT_MISSING_NAMESPACES_")
 
 
