@@ -211,76 +211,115 @@ def _openrlib() -> Any:
 _SET_LATER = ("R_SESSION_TMPDIR", "_R_NS_LOAD_", "_R_NO_REPORT_MISSING_NAMESPACES_")
 
 
-class _LibWithHook:
-    """rpy2's libR as its _initr sees it, with ``hook`` called just before setup_Rmainloop."""
-
-    def __init__(self, lib: Any, hook: Callable[[], None]) -> None:
-        object.__setattr__(self, "_lib", lib)
-        object.__setattr__(self, "_hook", hook)
-
-    def __getattr__(self, name: str) -> Any:
-        lib = object.__getattribute__(self, "_lib")
-        if name != "setup_Rmainloop":
-            return getattr(lib, name)
-        hook = object.__getattribute__(self, "_hook")
-
-        def setup_rmainloop() -> Any:
-            hook()
-            return lib.setup_Rmainloop()
-
-        return setup_rmainloop
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(object.__getattribute__(self, "_lib"), name, value)
+# rpy2's own arguments for R's start (rpy2.rinterface_lib.embedded._options).
+_R_OPTIONS = ("rpy2", "--quiet", "--no-save")
 
 
-def _initr(ri: Any, beside: Callable[[], object] | None) -> BaseException | None:
-    """rpy2's initr_simple, calling ``beside`` once R's environment is final; what ``beside`` raised.
+def _libr() -> tuple[Any, Any]:
+    """rpy2's compiled interface to libR (the cffi module and its lib), without rpy2's Python layer.
 
-    R's start writes the process environment: Rf_initialize_R adds about 24
-    variables (R_HOME/etc/Renviron; about 1 ms), setup_Rmainloop adds
-    R_SESSION_TMPDIR and then loads base and the default packages (about
-    70 ms, measured here). glibc's setenv moves the environment array as it
-    grows, so a getenv on another thread at that moment reads freed memory:
-    a general protection fault in libc, seen once in CI when the model's
-    download (name resolution, TLS) ran beside R's whole start. With
-    R_SESSION_TMPDIR made to exist beforehand (_SET_LATER), setup_Rmainloop
-    adds no name, the array stays put (tests/test_coldstart.py checks the
-    pointer), and what ``beside`` starts may read the environment. rpy2's
-    _initr calls both functions in a row through ``openrlib.rlib``, so that
-    attribute is wrapped for the call: the only seam rpy2 offers between them.
+    The module rpy2's openrlib picks, by its rule (RPY2_CFFI_MODE API or ABI,
+    else API if it imports, else ABI); _finish_initr checks it is the same one.
     """
-    if beside is None:
-        ri.initr_simple()
-        return None
-    from rpy2.rinterface_lib import openrlib
+    mode = os.environ.get("RPY2_CFFI_MODE", "").upper()
+    if mode != "ABI":
+        try:
+            import _rinterface_cffi_api as api  # type: ignore[import-not-found]
 
-    lib = openrlib.rlib
-    called: list[BaseException | None] = []
+            return api, api.lib
+        except ImportError:
+            if mode == "API":
+                raise
+    import _rinterface_cffi_abi as abi  # type: ignore[import-not-found]
 
-    def hook() -> None:
-        openrlib.rlib = lib  # rpy2's code after this sees the library itself
+    # the path rpy2.situation.get_rlib_path gives on Linux; openrlib's own dlopen gets the same handle
+    return abi, abi.ffi.dlopen(os.path.join(os.environ["R_HOME"], "lib", "libR.so"))
+
+
+def _initr(beside: Callable[[], object] | None) -> tuple[Any, BaseException | None]:
+    """Start R as rpy2's initr_simple does, with rpy2's Python imported beside R's start.
+
+    Returns rpy2's rinterface and what ``beside`` raised. rpy2's initr needs
+    all of rpy2 imported first (logging, inspect, subprocess, its own
+    modules: about 25 ms of Python holding the GIL), and then starts R in C
+    code that lets the GIL go (about 55 ms). Here R starts from rpy2's
+    compiled cffi module alone, and a thread imports the rest of rpy2 while
+    it does; rpy2 then adopts the running R with the steps its own _initr
+    takes after setup_Rmainloop (tests/test_rsession.py checks the state
+    against rpy2's). Pinned: rpy2 3.5.17 (requirements.txt).
+
+    ``beside`` is called between R's two start calls. Rf_initialize_R adds
+    about 24 environment variables (R_HOME/etc/Renviron; about 1 ms);
+    setup_Rmainloop adds R_SESSION_TMPDIR, then loads base and the default
+    packages. glibc's setenv moves the environment array as it grows, so a
+    getenv on another thread at that moment reads freed memory: a general
+    protection fault in libc, seen once in CI when the model's download
+    (name resolution, TLS) ran beside R's whole start. With the names R sets
+    later made to exist beforehand (_SET_LATER), setup_Rmainloop adds none,
+    the array stays put (tests/test_coldstart.py checks the pointer), and
+    what ``beside`` starts may read the environment.
+    """
+    module, lib = _libr()
+    ffi = module.ffi
+    imported: dict[str, Any] = {}
+
+    def import_rpy2() -> None:
+        try:
+            imported["ri"] = prepare()
+        except BaseException as exc:  # raised on the starting thread
+            imported["error"] = exc
+
+    importer = threading.Thread(target=import_rpy2, name="rlambda-rpy2", daemon=True)
+    # embedded._initr's steps before setup_Rmainloop
+    options = [ffi.new("char[]", option.encode("ascii")) for option in _R_OPTIONS]
+    lib.R_SignalHandlers = 0
+    global _r_initialized
+    _r_initialized = True  # a second Rf_initialize_R would not start R again: see start()
+    lib.Rf_initialize_R(len(options), options)
+    lib.R_CStackLimit = ffi.cast("uintptr_t", -1)  # its _DEFAULT_C_STACK_LIMIT: no check
+    lib.R_Interactive = True
+    importer.start()  # rpy2's Python: reads no environment variable of R's
+    beside_error: BaseException | None = None
+    if beside is not None:
         try:
             beside()
-            called.append(None)
         except BaseException as exc:  # raised by start() once R is up, not into R's start
-            called.append(exc)
+            beside_error = exc
+    lib.setup_Rmainloop()
+    importer.join()
+    if "error" in imported:
+        raise imported["error"]
+    ri = imported["ri"]
+    _finish_initr(ri, module)
+    return ri, beside_error
 
-    openrlib.rlib = _LibWithHook(lib, hook)
-    try:
-        ri.initr_simple()
-    finally:
-        openrlib.rlib = lib
-    if not called:  # an rpy2 that starts R another way: R is up now, its environment final
-        try:
-            beside()
-        except BaseException as exc:
-            return exc
-        return None
-    return called[0]
+
+def _finish_initr(ri: Any, module: Any) -> None:
+    """rpy2's own steps after setup_Rmainloop (embedded._initr's, then initr_simple's), for the R started here."""
+    import atexit
+
+    from rpy2.rinterface_lib import _rinterface_capi, callbacks, embedded, ffi_proxy, openrlib
+
+    if openrlib._rinterface_cffi is not module:
+        raise RUnavailable(f"rpy2 chose {openrlib._rinterface_cffi.__name__}, R was started from {module.__name__}")
+    rlib = openrlib.rlib
+    embedded._setinitialized()
+    rlib.R_Interactive = embedded._DEFAULT_R_INTERACTIVE
+    rlib.R_Outputfile = openrlib.ffi.NULL
+    rlib.R_Consolefile = openrlib.ffi.NULL
+    abi = ffi_proxy.get_ffi_mode(module) == ffi_proxy.InterfaceType.ABI
+    for symbol, callback in embedded.CALLBACK_INIT_PAIRS:
+        embedded._setcallback(rlib, symbol, callbacks if abi else rlib, callback)
+    atexit.register(ri.endr, 0)
+    _rinterface_capi._register_external_symbols()
+    ri._post_initr_setup()
 
 
 _ri: Any = None
+# R was started in this process (Rf_initialize_R), and rpy2 runs it: R starts
+# once per process, so a failure between the two is not tried again.
+_r_initialized = False
+_adopted: Any = None
 _helpers: dict[str, Any] = {}
 _start_lock = threading.Lock()
 
@@ -291,11 +330,7 @@ def lock() -> Any:
 
 
 def prepare() -> Any:
-    """Open libR and import rpy2's low-level layer: start()'s Python part, R not started yet.
-
-    Lambda's init (coldstart.py) calls it before starting its helper thread:
-    this part is Python that holds the GIL, while R's own start mostly lets it go.
-    """
+    """rpy2's low-level layer, imported (libR opened, R not started by it)."""
     try:
         _openrlib()
         import rpy2.rinterface as ri
@@ -310,49 +345,22 @@ def start(beside: Callable[[], object] | None = None) -> None:
     ``beside`` (Lambda's init: the thread that imports the service and
     downloads the model) is called on this thread once R's start has set
     every environment variable it sets, just before its long part (loading
-    base and the default packages, about 70 ms); see _initr for why then.
-    It is not called if R is already up.
+    base and the default packages, about 55 ms); see _initr for why then.
+    It is not called if R is already up; what it raises is raised here once R is.
     """
-    global _ri
+    global _ri, _adopted
     if _ri is not None:
         return
     with _start_lock:
         if _ri is not None:
             return
-        ri = prepare()
+        beside_error: BaseException | None = None
+        if _adopted is None:
+            if _r_initialized:
+                raise RUnavailable("R was started, but rpy2 could not take it over (logged when it happened)")
+            _adopted, beside_error = _start_r(beside)
+        ri = _adopted
         with lock():
-            # initr_simple: skips rpy2's extra `Rscript` call that copies the
-            # R front-end's environment variables; embedded R reads
-            # R_HOME/etc/Renviron itself.
-            # rpy2 prepends R's library path to os.environ["LD_LIBRARY_PATH"]
-            # at init. It is too late to matter for this process, but every
-            # child process inherits it: a pyenv Python started from here
-            # then loads Debian's libpython (seen: 3.11.2 instead of 3.11.7).
-            # R_DEFAULT_PACKAGES and R_ENABLE_JIT are read only while R
-            # starts; restored too, so that an Rscript started from here
-            # behaves as usual.
-            # Without TZ, R asks timedatectl (absent in Lambda and containers)
-            # and warns at start-up; Lambda itself sets TZ=:UTC.
-            os.environ.setdefault("TZ", "UTC")
-            saved = {name: os.environ.get(name) for name in ("LD_LIBRARY_PATH", "R_DEFAULT_PACKAGES", "R_ENABLE_JIT")}
-            os.environ.setdefault("R_DEFAULT_PACKAGES", DEFAULT_PACKAGES)
-            os.environ.setdefault("R_ENABLE_JIT", JIT_LEVEL)
-            for name in _SET_LATER:
-                os.environ.setdefault(name, "")
-            interval = sys.getswitchinterval()
-            sys.setswitchinterval(min(interval, START_SWITCH_INTERVAL_S))
-            try:
-                beside_error = _initr(ri, beside)
-            finally:
-                sys.setswitchinterval(interval)
-                # unsetenv moves no array and frees no string (glibc): a
-                # getenv beside it is safe, and these names are not the ones
-                # a download reads
-                for name, value in saved.items():
-                    if value is None:
-                        os.environ.pop(name, None)
-                    else:
-                        os.environ[name] = value
             env = ri.baseenv["new.env"]()
             try:
                 for path in (_HELPERS, _EXPLAIN):
@@ -366,6 +374,54 @@ def start(beside: Callable[[], object] | None = None) -> None:
         _ri = ri
     if beside_error is not None:
         raise beside_error
+
+
+def _start_r(beside: Callable[[], object] | None) -> tuple[Any, BaseException | None]:
+    """R started with this service's settings, and rpy2 running it; what ``beside`` raised."""
+    _find_r_home()
+    if not os.environ.get("R_HOME"):
+        # R's start would end the process without it; rpy2 asks `R RHOME`
+        try:
+            import rpy2.situation as situation
+
+            home = situation.get_r_home()
+        except Exception:
+            home = None
+        if not home:
+            raise RUnavailable("cannot find R: set R_HOME")
+        os.environ["R_HOME"] = home
+    # Not rpy2's initr_checkenv: that runs an `Rscript` to copy the R
+    # front end's environment variables; embedded R reads
+    # R_HOME/etc/Renviron itself. Nor its LD_LIBRARY_PATH, which it
+    # prepends R's library path to: too late to matter for this process,
+    # and every child inherits it (a pyenv Python started from here then
+    # loaded Debian's libpython: 3.11.2 instead of 3.11.7).
+    # R_DEFAULT_PACKAGES and R_ENABLE_JIT are read only while R starts;
+    # restored, so that an Rscript started from here behaves as usual.
+    # Without TZ, R asks timedatectl (absent in Lambda and containers)
+    # and warns at start-up; Lambda itself sets TZ=:UTC.
+    os.environ.setdefault("TZ", "UTC")
+    saved = {name: os.environ.get(name) for name in ("R_DEFAULT_PACKAGES", "R_ENABLE_JIT")}
+    os.environ.setdefault("R_DEFAULT_PACKAGES", DEFAULT_PACKAGES)
+    os.environ.setdefault("R_ENABLE_JIT", JIT_LEVEL)
+    for name in _SET_LATER:
+        os.environ.setdefault(name, "")
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, START_SWITCH_INTERVAL_S))
+    try:
+        ri, beside_error = _initr(beside)
+    except (ImportError, OSError, AttributeError) as exc:  # no libR.so, or no rpy2 for it
+        raise RUnavailable(f"cannot load R: {exc}") from exc
+    finally:
+        sys.setswitchinterval(interval)
+        # unsetenv moves no array and frees no string (glibc): a getenv
+        # beside it is safe, and these names are not the ones a download reads
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return ri, beside_error
 
 
 def started() -> bool:

@@ -146,13 +146,15 @@ HELPER_PROBE = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     import importlib
     from rlambda import coldstart, rsession
-    rsession.prepare()
+    rsession._find_r_home()
+    rsession._libr()
     for name in coldstart.EXTENSIONS:
         try:
             importlib.import_module(name)
         except ImportError:
             pass
     before = set(sys.modules)
+    rsession.prepare()
     done = {{}}
     coldstart._import(done)
     assert "app" in done, done
@@ -162,14 +164,83 @@ HELPER_PROBE = textwrap.dedent("""
 """)
 
 
-def test_the_helper_thread_imports_pure_python_only() -> None:
-    """What the helper imports beside R's start is pure Python: the C extensions initialise before R starts."""
-    # GIVEN a new process, as Lambda's init prepares it (rpy2, then coldstart.EXTENSIONS, on the main thread)
+def test_the_threads_beside_r_start_import_pure_python_only() -> None:
+    """What is imported beside R's start (rpy2, the service) is pure Python: the C extensions initialise before."""
+    # GIVEN a new process, as Lambda's init prepares it (rpy2's cffi module, then coldstart.EXTENSIONS)
     run = subprocess.run([sys.executable, "-c", HELPER_PROBE.format(root=str(ROOT))], capture_output=True,
                          text=True, timeout=120, env={**os.environ, "MODEL_URI": "/nonexistent.rds"})
     assert run.returncode == 0, run.stderr[-3000:]
-    # WHEN the helper thread's work is done THEN it loaded no extension module (.so) of its own
+    # WHEN rpy2's import and the helper thread's work are done THEN they loaded no extension module (.so)
     assert json.loads(run.stdout.strip().splitlines()[-1]) == []
+
+
+# A new process: R started by rsession (R first, rpy2 imported beside it and
+# then taking it over) or by rpy2's own initr_simple, with the same start-up
+# settings; what rpy2 set up is read back.
+STATE_PROBE = textwrap.dedent("""
+    import json, os, sys
+    sys.path.insert(0, {root!r})
+    from rlambda import rsession
+    if sys.argv[1] == "rsession":
+        rsession.start()
+        import rpy2.rinterface as ri
+    else:
+        os.environ.update(TZ="UTC", R_DEFAULT_PACKAGES=rsession.DEFAULT_PACKAGES, R_ENABLE_JIT=rsession.JIT_LEVEL)
+        rsession._find_r_home()
+        ri = rsession.prepare()
+        ri.initr_simple()
+    from rpy2.rinterface_lib import callbacks, embedded, ffi_proxy, openrlib
+    lib, ffi = openrlib.rlib, openrlib.ffi
+    source = callbacks if ffi_proxy.get_ffi_mode(openrlib._rinterface_cffi) == ffi_proxy.InterfaceType.ABI else lib
+    def address(pointer):
+        return int(ffi.cast("uintptr_t", pointer))
+    printed = []
+    callbacks.consolewrite_print = printed.append
+    ri.evalr('cat("from R\\n")')
+    twice = ri.rternalize(lambda x: ri.IntSexpVector([x[0] * 2]))
+    state = {{
+        "ready": embedded.isready(), "interactive": lib.R_Interactive, "signal_handlers": lib.R_SignalHandlers,
+        "c_stack_limit": lib.R_CStackLimit, "output_file_null": lib.R_Outputfile == ffi.NULL,
+        "console_file_null": lib.R_Consolefile == ffi.NULL,
+        "callbacks": {{symbol: address(getattr(lib, symbol)) == (0 if name is None else address(getattr(source, name)))
+                      for symbol, name in embedded.CALLBACK_INIT_PAIRS}},
+        "printed": "".join(printed),
+        "python_from_r": int(twice(ri.IntSexpVector([21]))[0]),
+        "na": [ri.NA_Character is not None, int(ri.NA_Integer), ri.NA_Logical is ri.NA],
+        "search": list(ri.evalr("search()")),
+        "tempdir": str(ri.evalr("tempdir()")[0]),
+    }}
+    print(json.dumps(state))
+""")
+
+
+def check_same_start(states: dict[str, dict[str, Any]]) -> None:
+    """rsession's start and rpy2's own (STATE_PROBE's two ways) left rpy2 set up alike, and as rpy2 means to."""
+    assert states["rsession"] == states["rpy2"]
+    ours = states["rsession"]
+    assert ours["ready"] is True and all(ours["callbacks"].values()), ours
+    assert ours["printed"] == "from R\n" and ours["python_from_r"] == 42
+    assert ours["c_stack_limit"] == 2**64 - 1 and ours["signal_handlers"] == 0
+
+
+@pytest.mark.parametrize("cffi_mode", ["", "ABI"])
+def test_r_started_before_rpy2_is_imported_is_set_up_as_rpy2s_own_start(cffi_mode: str) -> None:
+    """rsession starts R from rpy2's cffi module and lets rpy2 take it over: the state equals rpy2's own start.
+
+    In rpy2's API mode (compiled against libR, the host's) and its ABI mode (libR opened at run time, the zip's).
+    """
+    states = {}
+    for how in ("rsession", "rpy2"):
+        # GIVEN a new process WHEN R is started one way or the other
+        run = subprocess.run([sys.executable, "-c", STATE_PROBE.format(root=str(ROOT)), how], capture_output=True,
+                             text=True, timeout=120, env={**os.environ, "RPY2_CFFI_MODE": cffi_mode})
+        assert run.returncode == 0, run.stderr[-3000:]
+        states[how] = json.loads(run.stdout.strip().splitlines()[-1])
+        # AND the process has ended: rpy2's exit handler ended R, which removed its session folder
+        assert not os.path.exists(states[how].pop("tempdir"))
+    # THEN what rpy2 sets up is the same, and it is what rpy2 means to set up: its console callbacks,
+    # Python callable from R, no C stack check
+    check_same_start(states)
 
 
 # A new process: Lambda's init (App.warm_up), watching the C environment
@@ -232,3 +303,33 @@ def test_the_download_runs_beside_r_start_once_r_has_set_its_environment(model_p
     # AND R's session folder is its own new one, named in R_SESSION_TMPDIR as R always does
     assert os.path.basename(seen["tempdir"]).startswith("Rtmp")
     assert seen["session_tmpdir"] == seen["tempdir"]
+
+
+HALF_STARTED_PROBE = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, {root!r})
+    from rlambda import rsession
+    def broken():
+        raise rsession.RUnavailable("rpy2 is broken here")
+    rsession.prepare = broken
+    errors = []
+    for attempt in range(2):
+        try:
+            rsession.start()
+        except rsession.RUnavailable as exc:
+            errors.append(str(exc))
+    print(json.dumps({{"errors": errors, "started": rsession.started()}}))
+""")
+
+
+def test_an_r_that_rpy2_cannot_take_over_is_reported_and_not_started_twice() -> None:
+    """R starts once per process: if rpy2 fails after R started, later starts report it without starting R again."""
+    # GIVEN a new process whose rpy2 import fails while R starts WHEN R is asked to start twice
+    run = subprocess.run([sys.executable, "-c", HALF_STARTED_PROBE.format(root=str(ROOT))], capture_output=True,
+                         text=True, timeout=120)
+    # THEN the process lives on (a second Rf_initialize_R would not) and both starts said why R is unavailable
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    assert seen["started"] is False
+    assert seen["errors"][0] == "rpy2 is broken here"
+    assert "rpy2 could not take it over" in seen["errors"][1]

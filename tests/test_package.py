@@ -454,6 +454,23 @@ def test_the_zips_r_adds_no_environment_variable_while_the_download_runs(sandbox
     assert seen["model"] is True and seen["session_tmpdir"] == seen["tempdir"]
 
 
+def test_the_zips_r_started_before_rpy2_is_set_up_as_rpy2s_own_start(sandbox: Sandbox) -> None:
+    """The zip's rpy2 (ABI mode) takes over the R 4.5 that rsession started as its own initr would set it up."""
+    from test_coldstart import STATE_PROBE, check_same_start
+
+    states = {}
+    for how in ("rsession", "rpy2"):
+        # GIVEN the zip in the sandbox WHEN R is started one way or the other
+        run = sandbox.run_python(["-c", STATE_PROBE.format(root="/var/task"), how])
+        assert run.returncode == 0, run.stderr[-3000:]
+        states[how] = json.loads(run.stdout.strip().splitlines()[-1])
+        # AND the process has ended: R's session folder under the sandbox's /tmp is gone
+        tempdir = states[how].pop("tempdir")
+        assert tempdir.startswith("/tmp/Rtmp") and not (sandbox.tmp / tempdir[len("/tmp/"):]).exists()
+    # THEN both leave rpy2 set up alike, as rpy2 means to
+    check_same_start(states)
+
+
 BATCH_FAST_SCRIPT = BATCH_SCRIPT.replace('"inputs/x.csv"', '"inputs/y.csv"')
 
 
