@@ -245,7 +245,7 @@ def _initr(beside: Callable[[], object] | None) -> tuple[Any, BaseException | No
     code that lets the GIL go (about 55 ms). Here R starts from rpy2's
     compiled cffi module alone, and a thread imports the rest of rpy2 while
     it does; rpy2 then adopts the running R with the steps its own _initr
-    takes after setup_Rmainloop (tests/test_rsession.py checks the state
+    takes after setup_Rmainloop (tests/test_coldstart.py checks the state
     against rpy2's). Pinned: rpy2 3.5.17 (requirements.txt).
 
     ``beside`` is called between R's two start calls. Rf_initialize_R adds
