@@ -29,7 +29,7 @@ from .errors import (
 )
 from .events import Request, Response, RestApiAdapter, adapter_for, check_json_content_type, query_row, strip_base_path
 from .model import Model, ModelLoadError, ModelUnsupported
-from .prototype import NUMBER_LIKE, _shown
+from .prototype import NUMBER_LIKE, SPACE, _shown
 from .settings import Settings
 from .store import Location, ModelFile, Store
 
@@ -120,7 +120,7 @@ class _Prefetch:
 
 def _query_number(text: str) -> float | str:
     """A decimal number from query text (any exponent), or the text itself."""
-    stripped = text.strip()
+    stripped = text.strip(SPACE)
     if NUMBER_LIKE.fullmatch(stripped):
         number = float(stripped)
         if math.isfinite(number):

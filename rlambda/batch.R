@@ -37,9 +37,30 @@ rlb_neutralise <- function(x) {
   x
 }
 
+# The white space around a cell that the API ignores (prototype.SPACE):
+# ASCII's six, which as.numeric() and PCRE's \s skip too.
+rlb_space <- "[ \t\n\v\f\r]"
+
+# What Python's repr escapes (str.isprintable() is false): Unicode's
+# separators and "other" characters but the plain space. Escaped as repr does.
+rlb_unprintable <- "(?!\\x20)[\\p{Z}\\p{C}]"
+rlb_repr_char <- function(ch) {
+  cp <- utf8ToInt(ch)
+  if (cp == 9L) "\\t" else if (cp == 10L) "\\n" else if (cp == 13L) "\\r"
+  else if (cp < 256L) sprintf("\\x%02x", cp) else if (cp < 65536L) sprintf("\\u%04x", cp) else sprintf("\\U%08x", cp)
+}
+
 # How prototype.py's _shown() renders a text value: Python's repr, cut to 40.
 rlb_shown <- function(x) {
   esc <- gsub("\\", "\\\\", x, fixed = TRUE)
+  odd <- grepl(rlb_unprintable, esc, perl = TRUE)
+  if (any(odd)) {
+    esc[odd] <- vapply(esc[odd], function(s) {
+      at <- gregexpr(rlb_unprintable, s, perl = TRUE)
+      regmatches(s, at) <- list(vapply(regmatches(s, at)[[1L]], rlb_repr_char, ""))
+      s
+    }, "", USE.NAMES = FALSE)
+  }
   dq <- grepl("'", x, fixed = TRUE) & !grepl("\"", x, fixed = TRUE)
   sq <- !dq & grepl("'", x, fixed = TRUE)
   esc[sq] <- gsub("'", "\\'", esc[sq], fixed = TRUE)
@@ -66,11 +87,11 @@ rlb_typed <- function(s, type, levels) {
     # other encodings compared as UTF-8), about twice as fast on a chunk
     code <- data.table::chmatch(s, levels)
     miss <- which(is.na(code))
-    if (length(miss)) code[miss] <- data.table::chmatch(trimws(s[miss]), levels)
+    if (length(miss)) code[miss] <- data.table::chmatch(trimws(s[miss], whitespace = rlb_space), levels)
     return(if (type == "factor") code else levels[code])
   }
   if (type == "logical") {
-    t <- tolower(trimws(s))
+    t <- tolower(trimws(s, whitespace = rlb_space))
     value <- rep(NA, length(s))
     value[t %in% c("true", "t", "yes", "1")] <- TRUE
     value[t %in% c("false", "f", "no", "0")] <- FALSE
@@ -86,10 +107,12 @@ rlb_typed <- function(s, type, levels) {
   }
   # Numbers as prototype.py's _NUMBER accepts them. as.numeric() is the fast
   # path; it also takes what the API refuses as text: hexadecimal ("0x1A"), a
-  # bare or 3-digit exponent ("1e", "1e400"), more than 200 digits. Only cells
-  # with an x or an e, or longer than 200 characters, meet the pattern itself.
+  # bare or 3-digit exponent ("1e", "1e400"), more than 200 digits, and
+  # trailing Unicode white space in a UTF-8 locale ("800" and an em space).
+  # Only cells with an x or an e, a character outside ASCII, or longer than 200
+  # characters, meet the pattern itself.
   x <- suppressWarnings(as.numeric(s))
-  odd <- grepl("[xXeE]", s, perl = TRUE) | nchar(s) > 200L
+  odd <- grepl("[xXeE]|[^\\x01-\\x7f]", s, perl = TRUE) | nchar(s) > 200L
   if (any(odd)) x[odd][!grepl(rlb_number_text, s[odd], perl = TRUE)] <- NA_real_
   x[!is.finite(x)] <- NA_real_
   x

@@ -23,11 +23,13 @@ from .settings import Settings
 _MAX = sys.float_info.max
 # R integers are 32-bit; -2**31 is NA.
 _INT_MAX = 2**31 - 1
+_SPACE = r"[ \t\n\v\f\r]"
 
 
 def _text(pattern: str) -> dict[str, Any]:
-    # str.strip() is what the validator applies; \s is Python's whitespace.
-    return {"type": "string", "pattern": rf"^\s*(?:{pattern})\s*$"}
+    # prototype.SPACE is what the validator strips: ASCII white space, spelled
+    # out (\s means more in Python and in ECMA-262, and not the same more)
+    return {"type": "string", "pattern": rf"^{_SPACE}*(?:{pattern}){_SPACE}*$"}
 
 
 def _is_integer_text(level: str) -> bool:

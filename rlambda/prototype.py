@@ -25,12 +25,19 @@ from .rsession import Column, Factor, Integer, Logical, Numeric, Text
 # every string this accepts is a finite double: then the OpenAPI document
 # (openapi.py) states the rule exactly as a pattern, with nothing a pattern
 # cannot say (such as "not past 1.8e308").
-NUMBER_TEXT = r"[+-]?(?:0*\d{1,200}(?:\.\d*)?|\.\d+)(?:[eE][+-]?0*\d{1,2})?"
+# Digits are ASCII ([0-9], not Python's \d, which takes any Unicode digit:
+# "٣" was read as 3), as the document's patterns mean in any regex dialect
+# (ECMA-262's \d is ASCII) and as batch.R reads cells.
+NUMBER_TEXT = r"[+-]?(?:0*[0-9]{1,200}(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?0*[0-9]{1,2})?"
 # Whole numbers as text: at most 9 significant digits, always within R's integers.
-INTEGER_TEXT = r"[+-]?0*\d{1,9}"
+INTEGER_TEXT = r"[+-]?0*[0-9]{1,9}"
 LOGICAL_TEXT = r"[Tt][Rr][Uu][Ee]|[Tt]|[Yy][Ee][Ss]|1|[Ff][Aa][Ll][Ss][Ee]|[Ff]|[Nn][Oo]|0"
 _NUMBER = re.compile(NUMBER_TEXT)
-NUMBER_LIKE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+NUMBER_LIKE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# The white space text values may carry around them: ASCII's six, which R's
+# as.numeric() and PCRE's \s skip (batch.R), not str.strip()'s Unicode set
+# (a no-break space around a number was accepted here and refused in batch).
+SPACE = " \t\n\v\f\r"
 _INTEGER = re.compile(INTEGER_TEXT)
 _TRUE = {"true", "t", "yes", "1"}
 _FALSE = {"false", "f", "no", "0"}
@@ -109,7 +116,7 @@ class Predictor:
                 return float(value)
             return "is too large for a number"
         if kind is str:
-            text = value.strip()
+            text = value.strip(SPACE)
             if _NUMBER.fullmatch(text):
                 number = float(text)
                 if math.isfinite(number):
@@ -122,7 +129,7 @@ class Predictor:
 
     def parse_integer(self, value: Any) -> int | str:
         """An int within R's integer range, or the problem with ``value``."""
-        if type(value) is str and not _INTEGER.fullmatch(value.strip()):
+        if type(value) is str and not _INTEGER.fullmatch(value.strip(SPACE)):
             return f"must be {self.expected()} (at most 9 digits as text), got {_shown(value)}"
         number = self.parse_number(value)
         if type(number) is str:
@@ -148,7 +155,7 @@ class Predictor:
         """A 1-based level code, or the problem with ``value``."""
         kind = type(value)
         if kind is str:
-            code = self._codes.get(value.strip())
+            code = self._codes.get(value.strip(SPACE))
         elif kind is int:
             code = self._codes.get(str(value))
         elif kind is float and value.is_integer():
@@ -166,7 +173,7 @@ class Predictor:
         if type(value) is bool:
             return value
         if type(value) is str:
-            text = value.strip().lower()
+            text = value.strip(SPACE).lower()
             if text in _TRUE:
                 return True
             if text in _FALSE:

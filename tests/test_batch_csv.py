@@ -131,8 +131,11 @@ def test_a_clean_rerun_deletes_the_old_errors_file(app, store):
 
 
 CELLS = ["800", " 800 ", "8e2", "1e", "0x10", "Inf", "NaN", "", "abc", "1e400", "-0", "+.5", "1_000",
-         "'quoted'", 'say "x"', "a" * 60, "1e100", "1e-300", "8e02", "1" * 250, "0" * 250 + "7"]
-RANKS = ["1", " 2 ", "4", "5", "1.0", "", "one"]
+         "'quoted'", 'say "x"', "a" * 60, "1e100", "1e-300", "8e02", "1" * 250, "0" * 250 + "7",
+         # digits and white space outside ASCII (refused), ASCII's own white space (ignored), controls
+         "\u0663\u0660\u0660", "\uff18\uff10\uff10", "800\u00a0", "\u2003800", "800\u2003", "\v800\f", "8\t00",
+         "800\x7f", "\u200b800"]
+RANKS = ["1", " 2 ", "4", "5", "1.0", "", "one", "\uff12", "\u0662", " 2\u00a0", "\v3\f", "3\u2028"]
 
 
 def test_batch_validation_agrees_with_the_api_message_for_message(app, store):

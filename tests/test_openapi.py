@@ -215,3 +215,33 @@ def test_interval_is_refused_for_a_model_without_one(rf_model: Path, tmp_path: P
                              capture_output=True, text=True, check=True).stdout.split()
     assert meta["example"] == dict(zip(["Sepal.Length", "Sepal.Width", "Petal.Length", "Petal.Width"],
                                        map(float, medians)))
+
+
+TEXTS = [("800", True), (" 800\t", True), ("\v800\f\r\n", True), ("\u0663\u0660\u0660", False), ("\uff18\uff10\uff10", False),
+         ("800\u00a0", False), ("\u2003800", False), ("800\u3000", False)]
+
+
+@pytest.mark.parametrize("text, accepted", TEXTS)
+def test_numbers_as_text_are_ascii_in_the_validator_and_the_document(make_app: Any, text: str, accepted: bool) -> None:
+    """A number sent as text has ASCII digits and ASCII white space around it, as the document says in any
+    regex dialect (ECMA-262's \\d is ASCII, Python's is not; their \\s differ), and as batch.R reads a cell."""
+    import re
+
+    from rlambda.errors import BadRequest
+    from rlambda.events import Request
+
+    app = make_app()
+    doc = app.route(Request("GET", "/openapi.json", "test")).body
+    # GIVEN the document's pattern for gre as text
+    (pattern,) = [s["pattern"] for s in doc["components"]["schemas"]["Row"]["properties"]["gre"]["anyOf"]
+                  if "pattern" in s]
+    # THEN it names its classes (no \d or \s, whose meaning depends on the dialect)
+    assert "\\d" not in pattern and "\\s" not in pattern
+    # AND it and the validator agree on the text
+    assert bool(re.search(pattern, text)) is accepted
+    try:
+        app.model().prototype.columns([{"gre": text, "gpa": 3.5, "rank": 1}])
+        refused = False
+    except BadRequest:
+        refused = True
+    assert refused is not accepted
