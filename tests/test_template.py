@@ -333,6 +333,50 @@ def test_gateway_errors_allow_the_cors_origins_parameter(cfn: dict[str, Any], ap
         assert responses[kind]["responseParameters"]["gatewayresponse.header.Vary"] == "'Origin'"
 
 
+GATEWAY_KINDS = {"API_KEY": 403, "MISSING_AUTHENTICATION_TOKEN": 403, "ACCESS_DENIED": 403, "THROTTLED": 429,
+                 "QUOTA_EXCEEDED": 429, "REQUEST_TOO_LARGE": 413, "INTEGRATION_TIMEOUT": 504, "INTEGRATION_FAILURE": 504}
+
+
+@pytest.fixture(scope="module")
+def error_schema(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The Error schema of the served model's OpenAPI document."""
+    from rlambda.app import App
+    from rlambda.events import Request
+    from rlambda.settings import Settings
+
+    app = App(Settings(model_uri=str(model_path), cache_dir=str(tmp_path_factory.mktemp("cache"))))
+    return app.route(Request("GET", "/openapi.json", "test")).body["components"]["schemas"]["Error"]
+
+
+@pytest.mark.parametrize("kind,status", sorted(GATEWAY_KINDS.items()))
+def test_gateway_refusals_answer_with_the_functions_error_document(api_body: dict[str, Any],
+                                                                  error_schema: dict[str, Any],
+                                                                  kind: str, status: int) -> None:
+    """A refusal API Gateway makes by itself (no key, throttled, too large, timed out) has the function's
+    error document, with its own status, and the same CORS headers as every other answer."""
+    import jsonschema
+
+    responses = api_body["x-amazon-apigateway-gateway-responses"]
+    response = responses[kind]
+    # GIVEN the status API Gateway documents for the kind, and the headers of the defaults
+    assert response["statusCode"] == str(status)
+    for name in ("Access-Control-Allow-Origin", "Access-Control-Allow-Headers", "Vary"):
+        key = f"gatewayresponse.header.{name}"
+        assert response["responseParameters"][key] == responses["DEFAULT_4XX"]["responseParameters"][key]
+    # WHEN API Gateway fills its template in (simple substitution; messageString is a quoted JSON string)
+    template = response["responseTemplates"]["application/json"]
+    message = 'He said "no" \\ twice'
+    body = (template.replace("$context.error.responseType", kind)
+            .replace("$context.requestId", "0b7f3a4e-6c1d-4f2a-9d8e-1a2b3c4d5e6f")
+            .replace("$context.error.messageString", json.dumps(message)))
+    assert "$" not in body
+    document = json.loads(body)
+    # THEN it is the error document the OpenAPI description promises, with the kind's status
+    jsonschema.validate(document, error_schema)
+    assert document["httpStatus"] == status and document["errorType"] == kind
+    assert document["message"] == message and document["errors"] == []
+
+
 def test_api_gateway_may_invoke_only_the_alias(resources: dict[str, Any]) -> None:
     (alias_id,) = of_type(resources, "AWS::Lambda::Alias")
     api_permissions = [
