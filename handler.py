@@ -80,7 +80,7 @@ def batch_handler(event: Any, context: Any) -> dict[str, Any]:
       outputs/<name>.csv (+ .errors.csv for rows that fail);
     - a Step Functions Distributed Map batch (``{"Items", "BatchInput"}``) ->
       outputs/<name>/part-<first row>.csv (+ .errors.csv);
-    - ``{"Plan": {bucket, key}}`` -> the model version the run will use;
+    - ``{"Plan": {bucket, key, version}}`` -> the CSV's object version and the model version the run will use;
     - ``{"Collect": {bucket, key, manifest}}`` -> outputs/<name>.manifest.json.
     """
     from rlambda import batch
@@ -91,8 +91,7 @@ def batch_handler(event: Any, context: Any) -> dict[str, Any]:
         result = batch.score_items(app.model(), job, S3Blobs(app.store.s3, job.bucket), tmp_dir=app.settings.cache_dir)
         return {"status": "scored", **result.summary()}
     if isinstance(event, dict) and "Plan" in event:
-        plan = event["Plan"]
-        return {"bucket": plan["bucket"], "key": plan["key"], "model_version": batch.model_version(app.model())}
+        return batch.plan(event["Plan"], app.model())
     if isinstance(event, dict) and "Collect" in event:
         req = event["Collect"]
         return batch.collect(S3Blobs(app.store.s3, req["bucket"]), req["key"], req["manifest"])

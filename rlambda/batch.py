@@ -486,6 +486,25 @@ def _cell(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def plan(request: Any, model: Model) -> dict[str, Any]:
+    """A big-file run's plan: the CSV (bucket, key and the object version its event announced) and the model version.
+
+    The state machine's Distributed Map reads that object version, so a key
+    written again while the run is under way does not mix two files' rows;
+    every batch then checks the model version (score_items).
+    """
+    problems = []
+    if not isinstance(request, dict):
+        raise BadRequest("Not a batch plan: expected a JSON object.", [Problem("Plan", "must be an object")])
+    for name in ("bucket", "key", "version"):
+        if not isinstance(request.get(name), str) or not request.get(name):
+            problems.append(Problem(f"Plan.{name}", "is required (the S3 event's bucket, key and version-id)"))
+    if problems:
+        raise BadRequest("Not a batch plan: " + "; ".join(f"{p.field} {p.problem}" for p in problems), problems)
+    return {"bucket": request["bucket"], "key": request["key"], "version": request["version"],
+            "model_version": model_version(model)}
+
+
 def collect(blobs: Blobs, source_key: str, manifest: str) -> dict[str, Any]:
     """Read a Map Run's ResultWriter ``manifest.json`` and write ``outputs/<name>.manifest.json``.
 

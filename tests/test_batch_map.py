@@ -61,9 +61,18 @@ def test_a_misshapen_batch_is_a_bad_request(handler_with, context):
         handler_with.batch_handler({"Items": [], "BatchInput": {"bucket": BUCKET}}, context)
 
 
-def test_plan_names_the_served_version(s3, handler_with, context):
-    out = handler_with.batch_handler({"Plan": {"bucket": BUCKET, "key": "inputs/big.csv"}}, context)
+def test_plan_names_the_served_version_and_pins_the_csvs_version(s3, handler_with, context):
+    out = handler_with.batch_handler({"Plan": {"bucket": BUCKET, "key": "inputs/big.csv", "version": "v3"}}, context)
     assert out["bucket"] == BUCKET and out["key"] == "inputs/big.csv" and out["model_version"]
+    # the object version the event announced, which the Map's ItemReader reads (template.yaml)
+    assert out["version"] == "v3"
+
+
+def test_a_plan_without_the_objects_version_is_a_bad_request(handler_with, context):
+    from rlambda.errors import BadRequest
+
+    with pytest.raises(BadRequest, match="Plan.version is required"):
+        handler_with.batch_handler({"Plan": {"bucket": BUCKET, "key": "inputs/big.csv"}}, context)
 
 
 def test_collect_indexes_every_part_every_error_and_every_failed_batch(s3, handler_with, event, context):

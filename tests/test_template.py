@@ -738,6 +738,11 @@ def test_distributed_map_reads_the_csv_batches_rows_and_writes_results(resources
     assert score["Type"] == "Map"
     assert score["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"
     assert score["ItemReader"]["ReaderConfig"] == {"InputType": "CSV", "CSVHeaderLocation": "FIRST_ROW"}
+    # the object version the event announced, carried by Plan: a key written again meanwhile is not read
+    plan = asl["States"]["Plan"]
+    assert plan["Parameters"]["Payload"]["Plan"]["version.$"] == "$.detail.object.version-id"
+    assert plan["ResultSelector"]["version.$"] == "$.Payload.version"
+    assert score["ItemReader"]["Parameters"] == {"Bucket.$": "$.bucket", "Key.$": "$.key", "VersionId.$": "$.version"}
     assert score["ItemSelector"] == {"index.$": "$$.Map.Item.Index", "row.$": "$$.Map.Item.Value"}
     batcher = score["ItemBatcher"]
     assert batcher["MaxItemsPerBatchPath"] == "$.rows_per_batch"
@@ -756,6 +761,30 @@ def test_distributed_map_reads_the_csv_batches_rows_and_writes_results(resources
     assert subs["MaxConcurrency"] == {"Ref": "BatchMaxConcurrency"}
 
 
+def _path(doc: Any, path: str) -> Any:
+    """A plain JSONPath ($.a.b-c) in ``doc``: KeyError where Step Functions fails the state."""
+    for part in path.removeprefix("$.").split("."):
+        doc = doc[part]
+    return doc
+
+
+def test_plan_reads_bucket_key_and_version_from_an_s3_object_created_event(resources: dict[str, Any],
+                                                                         context: Any) -> None:
+    """Plan's payload paths resolve in a real EventBridge "Object Created" event (versioned bucket), and the
+    batch function's answer has every field the ResultSelector reads."""
+    import handler
+
+    event = json.loads((ROOT / "tests" / "events" / "eventbridge_s3_object_created_inputs.json").read_text())
+    plan = definition(resources)["States"]["Plan"]
+    payload = {name.removesuffix(".$"): _path(event, path) for name, path in plan["Parameters"]["Payload"]["Plan"].items()}
+    assert payload == {"bucket": "serverless-poc-models", "key": "inputs/applicants.csv",
+                       "version": "IYV3p45BT0ac8hjHg1houSdS1a.Mro8e"}
+    answer = {"Payload": handler.batch_handler({"Plan": payload}, context)}
+    selected = {name.removesuffix(".$"): _path(answer, path) for name, path in plan["ResultSelector"].items()
+                if path.startswith("$.Payload")}
+    assert selected["version"] == payload["version"] and selected["key"] == payload["key"] and selected["model_version"]
+
+
 def test_state_machine_role_is_least_privilege(resources: dict[str, Any]) -> None:
     role = resources["BatchStateMachine"]["Properties"]["RoleArn"]["Fn::GetAtt"][0]
     grants: dict[str, set[str]] = {}
@@ -764,7 +793,9 @@ def test_state_machine_role_is_least_privilege(resources: dict[str, Any]) -> Non
             for res in as_list(st["Resource"]):
                 grants.setdefault(action, set()).add(json.dumps(res, sort_keys=True))
     assert {a for a in grants if a.startswith("s3:")} == {
-        "s3:GetObject", "s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"}
+        "s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:ListMultipartUploadParts",
+        "s3:AbortMultipartUpload"}
+    assert grants["s3:GetObjectVersion"] == {json.dumps({"Fn::Sub": BUCKET_ARN + "/inputs/*"})}
     assert all("/outputs/.map-runs/*" in r or "/inputs/*" in r for a, rs in grants.items()
                if a.startswith("s3:") for r in rs)
     assert grants["s3:PutObject"] == {json.dumps({"Fn::Sub": BUCKET_ARN + "/outputs/.map-runs/*"})}
