@@ -32,6 +32,18 @@ def _text(pattern: str) -> dict[str, Any]:
     return {"type": "string", "pattern": rf"^{_SPACE}*(?:{pattern}){_SPACE}*$"}
 
 
+# The characters with a meaning in a pattern, for ECMA-262 and Python's re
+# alike. re.escape also escapes space, "-", "#", "&" and "~", which
+# ECMA-262's unicode mode refuses as escapes ("low-income" made a pattern
+# that ajv could not compile); these are literal in both dialects as they are.
+_SYNTAX = re.compile(r"[\\^$.*+?()[\]{}|/]")
+
+
+def _literal(text: str) -> str:
+    """``text`` as a pattern that matches it alone, in ECMA-262 (unicode mode) and Python alike."""
+    return _SYNTAX.sub(lambda m: "\\" + m.group(0), text)
+
+
 def _is_integer_text(level: str) -> bool:
     try:
         return str(int(level)) == level
@@ -44,7 +56,7 @@ def predictor_schema(p: Predictor, query: bool = False) -> dict[str, Any]:
     if p.levels:
         # A level as text (surrounding blanks ignored); a level that is a whole
         # number may also be sent as a JSON number (rank: 2).
-        text = _text("|".join(re.escape(level) for level in p.levels))
+        text = _text("|".join(_literal(level) for level in p.levels))
         numbers = [int(level) for level in p.levels if _is_integer_text(level)]
         if query or not numbers:
             return text

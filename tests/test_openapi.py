@@ -245,3 +245,62 @@ def test_numbers_as_text_are_ascii_in_the_validator_and_the_document(make_app: A
     except BadRequest:
         refused = True
     assert refused is not accepted
+
+
+NODE_CHECK = r"""
+const {patterns, texts} = JSON.parse(require("fs").readFileSync(0, "utf8"));
+const out = patterns.map(p => {
+  let re;
+  try { re = new RegExp(p, "u"); } catch (e) { return {error: String(e)}; }
+  return {matches: texts.map(t => re.test(t))};
+});
+process.stdout.write(JSON.stringify(out));
+"""
+
+
+def _patterns(doc: Any) -> list[str]:
+    """Every "pattern" in a JSON document."""
+    if isinstance(doc, dict):
+        return [v for k, v in doc.items() if k == "pattern" and isinstance(v, str)] + [
+            p for k, v in doc.items() if k != "pattern" for p in _patterns(v)]
+    if isinstance(doc, list):
+        return [p for v in doc for p in _patterns(v)]
+    return []
+
+
+def test_every_pattern_means_the_same_in_ecma_262_as_in_python(make_app: Any, tmp_path: Path) -> None:
+    """JSON Schema patterns are ECMA-262 regular expressions: each one in the document compiles in
+    unicode mode (as ajv uses them) and accepts exactly what Python's re accepts, for levels with
+    spaces, hyphens and pattern syntax in them, numbers with Unicode digits and white space."""
+    import re
+    import shutil
+
+    node = shutil.which("node") or shutil.which("nodejs")
+    if node is None:
+        pytest.skip("no node here (Debian's nodejs comes with npm, which make installs)")
+    levels = ["low-income", "New York", "a#b", "x&y", "~z", "dot.com", "a/b", "(p)", "[x]", "a|b", "q?*+"]
+    # GIVEN a model whose factor has such levels
+    model = fit(tmp_path / "levels.rds",
+                f"set.seed(3); lv <- c({', '.join(json.dumps(v) for v in levels)});"
+                " d <- data.frame(x = rnorm(120), g = factor(rep(lv, length.out = 120), levels = lv));"
+                " d$y <- rbinom(120, 1, plogis(d$x)); "
+                f"saveRDS(glm(y ~ x + g, binomial, d), '{tmp_path / 'levels.rds'}')")
+    from rlambda.events import Request
+
+    app = make_app(model_uri=str(model))
+    doc = app.route(Request("GET", "/openapi.json", "test")).body
+    patterns = sorted(set(_patterns(doc)))
+    assert len(patterns) >= 2
+    texts = levels + [f" {v}\t" for v in levels] + ["lowXincome", "dotXcom", "a", "b", "New  York", "(p", "p",
+                                                    "800", " 8e2 ", "\u0663", "\uff18", "800\u00a0", "\u2003800",
+                                                    "\v1\f", "1\u3000", "+.5", "1e400", "1_0"]
+    # WHEN node compiles each with the unicode flag and tries every text
+    run = subprocess.run([node, "-e", NODE_CHECK], input=json.dumps({"patterns": patterns, "texts": texts}),
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = json.loads(run.stdout)
+    # THEN every pattern compiles there, and matches what it matches in Python
+    for pattern, result in zip(patterns, results):
+        assert "error" not in result, (pattern, result)
+        python = [re.search(pattern, t) is not None for t in texts]
+        assert result["matches"] == python, pattern
