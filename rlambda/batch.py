@@ -432,8 +432,7 @@ class MapBatch:
                     problems.append(Problem(f"Items[{i}]", "must be {\"index\": <int>, \"row\": {...}}"))
                     break
         if problems:
-            raise BadRequest("Not a Distributed Map batch: " + "; ".join(f"{p.field} {p.problem}" for p in problems),
-                             problems)
+            raise _not_a("Distributed Map batch", problems)
         return cls(batch["bucket"], batch["key"], items, batch.get("model_version"), batch.get("encoding"),
                    {k: v for k, v in batch.items() if k not in ("bucket", "key", "model_version", "encoding")})
 
@@ -486,6 +485,11 @@ def _cell(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _not_a(what: str, problems: list[Problem]) -> BadRequest:
+    """The BadRequest for an event that is not the ``what`` its shape claimed, naming each field."""
+    return BadRequest(f"Not a {what}: " + "; ".join(f"{p.field} {p.problem}" for p in problems), problems)
+
+
 def plan(request: Any, model: Model) -> dict[str, Any]:
     """A big-file run's plan: the CSV (bucket, key and the object version its event announced) and the model version.
 
@@ -500,7 +504,7 @@ def plan(request: Any, model: Model) -> dict[str, Any]:
         if not isinstance(request.get(name), str) or not request.get(name):
             problems.append(Problem(f"Plan.{name}", "is required (the S3 event's bucket, key and version-id)"))
     if problems:
-        raise BadRequest("Not a batch plan: " + "; ".join(f"{p.field} {p.problem}" for p in problems), problems)
+        raise _not_a("batch plan", problems)
     return {"bucket": request["bucket"], "key": request["key"], "version": request["version"],
             "model_version": model_version(model)}
 

@@ -17,13 +17,14 @@ import sys
 from typing import Any
 
 from .model import Model
-from .prototype import INTEGER_TEXT, LOGICAL_TEXT, NUMBER_TEXT, Predictor
+from .prototype import INTEGER_TEXT, LOGICAL_TEXT, NUMBER_TEXT, SPACE, Predictor
 from .settings import Settings
 
 _MAX = sys.float_info.max
 # R integers are 32-bit; -2**31 is NA.
 _INT_MAX = 2**31 - 1
-_SPACE = r"[ \t\n\v\f\r]"
+# prototype.SPACE as a class of hex escapes, which both dialects read alike
+_SPACE = "[" + "".join(f"\\x{ord(c):02x}" for c in SPACE) + "]"
 
 
 def _text(pattern: str) -> dict[str, Any]:

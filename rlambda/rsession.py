@@ -154,7 +154,9 @@ JIT_LEVEL = "0"
 # spinning in Python at the default interval, 60-73 ms at 50 us; the whole
 # cold start from S3 (bench_coldstart, two rounds, same run, when the
 # download also ran beside R's start) 0.132 / 0.144 s against 0.141 /
-# 0.152 s at 5 ms. Restored once R is up.
+# 0.152 s at 5 ms. Now that rpy2's own import runs beside R's start too
+# (_initr), 1 ms measured the same as 50 us (two runs of 11, same code
+# otherwise). Restored once R is up.
 START_SWITCH_INTERVAL_S = 5e-5
 
 
